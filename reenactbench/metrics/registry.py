@@ -1,0 +1,130 @@
+"""Metric registry: every metric key of the paper, its direction, unit and label.
+
+Every key of design §5 is registered here, implemented or not, so that tables can draw
+arrows and units from one place and a requested metric that this version cannot compute
+is reported as ``skipped: <reason>`` rather than silently dropped. A key that is not
+registered at all is a user error (:class:`MetricError`).
+
+Frame metrics (``kind="frame"``) are pure functions ``fn(fake, real) -> (N,) float64``
+on ``(N, H, W, 3) uint8`` RGB batches; the runner pools them over all frames.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from reenactbench.errors import MetricError
+
+__all__ = ["PAPER_ORDER", "MetricSpec", "register_metric", "get_metric", "metric_keys", "resolve_metrics"]
+
+FrameFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+_KEY = re.compile(r"^[a-z0-9_]+$")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What a metric key means.
+
+    Attributes:
+        key: registry key, ``[a-z0-9_]+`` (e.g. ``"psnr"``).
+        label: column label in tables (e.g. ``"PSNR"``).
+        higher_is_better: direction, drawn as an arrow in tables.
+        unit: unit or scale of the value (e.g. ``"dB"``, ``"0-255"``).
+        kind: ``"frame"`` (per-frame values pooled over frames), ``"distribution"``
+            (a set-level statistic) or ``"temporal"`` (per-video series statistic).
+        fn: the per-frame function for implemented frame metrics, else ``None``.
+        unavailable: why the metric cannot be computed in this version, or ``None``.
+    """
+
+    key: str
+    label: str
+    higher_is_better: bool
+    unit: str
+    kind: str = "frame"
+    fn: FrameFn | None = None
+    unavailable: str | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.unavailable is None and (self.kind != "frame" or self.fn is not None)
+
+
+_REGISTRY: dict[str, MetricSpec] = {}
+
+
+def register_metric(spec: MetricSpec, *, replace: bool = False) -> MetricSpec:
+    """Add ``spec`` to the registry.
+
+    Raises:
+        ValueError: the key does not match ``[a-z0-9_]+`` or is already registered
+            (unless ``replace=True``, used when an implementation supersedes the
+            not-yet-implemented entry).
+    """
+    if not _KEY.match(spec.key):
+        raise ValueError(f"metric key {spec.key!r} must match [a-z0-9_]+")
+    if spec.key in _REGISTRY and not replace:
+        raise ValueError(f"metric {spec.key!r} is already registered")
+    _REGISTRY[spec.key] = spec
+    return spec
+
+
+def get_metric(key: str) -> MetricSpec:
+    """The spec of ``key``; raises :class:`MetricError` naming the known keys."""
+    try:
+        return _REGISTRY[key]
+    except KeyError:
+        known = ", ".join(metric_keys())
+        raise MetricError(f"unknown metric {key!r}; known metrics: {known}") from None
+
+
+#: The paper's column order (Table 1, then Table 2's combined correlation).
+PAPER_ORDER = (
+    "l1", "lpips", "id", "psnr", "ssim", "fid", "fvd", "fvd_mouth",
+    "au_corr", "gaze_corr", "pose_corr", "au_gaze_corr",
+)
+
+
+def metric_keys() -> list[str]:
+    """All registered keys: the paper's column order, then any others as registered."""
+    rank = {k: i for i, k in enumerate(PAPER_ORDER)}
+    return sorted(_REGISTRY, key=lambda k: rank.get(k, len(rank)))
+
+
+def resolve_metrics(keys: list[str] | tuple[str, ...]) -> list[MetricSpec]:
+    """Specs for ``keys`` (order kept, duplicates dropped); unknown keys raise."""
+    seen: dict[str, MetricSpec] = {}
+    for key in keys:
+        key = key.strip()
+        if key and key not in seen:
+            seen[key] = get_metric(key)
+    if not seen:
+        raise MetricError("no metric requested; pass e.g. --metrics l1,psnr,ssim")
+    return list(seen.values())
+
+
+_LATER = "not implemented in reenactbench {version} (metric suite, issue #4)"
+
+
+def _planned(key: str, label: str, higher: bool, unit: str, kind: str) -> None:
+    from reenactbench import __version__
+
+    register_metric(
+        MetricSpec(key, label, higher, unit, kind, unavailable=_LATER.format(version=__version__))
+    )
+
+
+# Paper metrics not yet implemented: registered so tables know them and requests
+# for them are reported as skipped with the reason.
+_planned("lpips", "LPIPS", False, "AlexNet v0.1", "frame")
+_planned("id", "L_ID", False, "1 - cos", "frame")
+_planned("fid", "FID", False, "", "distribution")
+_planned("fvd", "FVD", False, "", "distribution")
+_planned("fvd_mouth", "FVD_M", False, "", "distribution")
+_planned("au_corr", "rho_AU", True, "Pearson r", "temporal")
+_planned("gaze_corr", "rho_GZ", True, "Pearson r", "temporal")
+_planned("pose_corr", "rho_pose", True, "Pearson r", "temporal")
+_planned("au_gaze_corr", "rho_AU+GZ", True, "Pearson r", "temporal")

@@ -1,0 +1,53 @@
+"""Re-enact one source image with one driving video (``reenactbench reenact``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from reenactbench.methods import load_method
+from reenactbench.video import IMAGE_SUFFIXES, iter_frames, probe, read_image, resize, write_video
+
+__all__ = ["reenact_file"]
+
+
+def reenact_file(
+    method_name: str,
+    source: Path,
+    driving: Path,
+    out: Path,
+    device: str = "cpu",
+    max_frames: int | None = None,
+    weights: dict[str, Path] | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
+    **options: Any,
+) -> int:
+    """Animate ``source`` (an RGB image, or a video whose first frame is used) with
+    ``driving`` and write the result to ``out``: a folder of lossless PNG frames
+    (``000000.png`` ...) or, for a ``.mp4`` path, an H.264 video at the driving video's
+    frame rate. Frames are resized (antialiased) to the method's resolution.
+
+    Returns:
+        The number of frames written.
+
+    Raises:
+        InputError: unreadable or non-RGB source, unreadable driving video.
+        MethodError, WeightsMissing: the method cannot be loaded.
+    """
+    method = load_method(method_name, device=device, weights=weights, **options)
+    res = method.resolution
+    if Path(source).suffix.lower() in IMAGE_SUFFIXES:
+        src = resize(read_image(source), res)
+    else:
+        src = next(iter_frames(source, max_frames=1, size=res))
+    info = probe(driving)
+    total = min(info.n_frames, max_frames) if max_frames else info.n_frames
+
+    def frames():
+        for i, frame in enumerate(method.reenact(src, iter_frames(driving, max_frames, res))):
+            if on_progress:
+                on_progress("reenact", i + 1, total)
+            yield frame
+
+    return write_video(frames(), out, fps=info.fps)

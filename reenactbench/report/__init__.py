@@ -1,0 +1,208 @@
+"""Reports of a run directory: tables in the paper's layout and L1 heatmap figures.
+
+``write_report(run_dir)`` reads ``run.json`` and ``summary.csv`` (and ``heatmaps/`` for
+the robustness protocol) and writes ``tables/<table>.{csv,tex,md}`` and
+``figures/*.png``. No typer or rich here; matplotlib is imported only to draw figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from reenactbench.errors import InputError
+from reenactbench.report.heatmaps import (
+    load_heatmaps,
+    plot_heatmap_grid,
+    plot_method_heatmaps,
+    shared_vmax,
+)
+from reenactbench.report.paper import KINDS, load_paper_table, method_label
+from reenactbench.report.tables import (
+    Entry,
+    Table,
+    build_table,
+    format_value,
+    render_csv,
+    render_latex,
+    render_markdown,
+)
+
+__all__ = [
+    "FORMATS",
+    "RunInfo",
+    "Table",
+    "build_table",
+    "format_value",
+    "load_paper_table",
+    "load_summary",
+    "method_label",
+    "read_run",
+    "write_heatmaps",
+    "write_report",
+]
+
+#: Report format -> (file suffix, renderer).
+FORMATS = {
+    "csv": (".csv", render_csv),
+    "latex": (".tex", render_latex),
+    "md": (".md", render_markdown),
+}
+SUMMARY_COLUMNS = ("method", "metric", "value", "std", "n", "n_frames", "note")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a report needs from ``run.json``.
+
+    Attributes:
+        protocol: protocol name (``run["protocol"]["name"]``, e.g. ``"hdtf_same_id"``).
+        kind: ``"same-id"``, ``"cross-id"`` or ``"robustness"``.
+        methods: method names in the order run.
+        metrics: requested metric keys in the order requested.
+    """
+
+    protocol: str
+    kind: str
+    methods: tuple[str, ...]
+    metrics: tuple[str, ...]
+
+
+def _not_a_run(run_dir: Path, missing: str) -> InputError:
+    return InputError(
+        f"{run_dir} is not a run directory (no {missing}); run `reenactbench run ...` first"
+    )
+
+
+def read_run(run_dir: Path) -> RunInfo:
+    """Parse ``run_dir/run.json``.
+
+    Raises:
+        InputError: the file is missing, not JSON, lacks a key, or names an unknown kind.
+    """
+    path = run_dir / "run.json"
+    if not path.is_file():
+        raise _not_a_run(run_dir, "run.json")
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+        info = RunInfo(
+            protocol=str(run["protocol"]["name"]),
+            kind=str(run["protocol"]["kind"]),
+            methods=tuple(run["methods"]),
+            metrics=tuple(run["metrics"]),
+        )
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise InputError(
+            f"{path}: cannot read protocol.name/kind, methods, metrics ({e}); "
+            "re-run `reenactbench run ...`"
+        ) from None
+    if info.kind not in KINDS:
+        raise InputError(f"{path}: protocol kind {info.kind!r} is not one of {', '.join(KINDS)}")
+    return info
+
+
+def _float(text: str) -> float | None:
+    value = float(text) if text.strip() else math.nan
+    return None if math.isnan(value) else value
+
+
+def load_summary(path: Path) -> dict[tuple[str, str], Entry]:
+    """Parse a ``summary.csv`` (columns ``method,metric,value,std,n,n_frames,note``).
+
+    Returns:
+        (method, metric) -> entry; empty or NaN values become ``None``.
+
+    Raises:
+        InputError: missing file or column, a non-numeric value, a duplicate row.
+    """
+    if not path.is_file():
+        raise _not_a_run(path.parent, "summary.csv")
+    entries: dict[tuple[str, str], Entry] = {}
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in SUMMARY_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(f"{path}: missing column(s) {', '.join(missing)}; re-run the run")
+        for line, row in enumerate(reader, start=2):
+            if None in row:
+                raise InputError(
+                    f"{path}:{line}: more fields than columns; quote notes that hold commas"
+                )
+            key = (row["method"], row["metric"])
+            if key in entries:
+                raise InputError(f"{path}:{line}: duplicate row for {key[0]} / {key[1]}")
+            try:
+                n = int(row["n"]) if row["n"].strip() else None
+                entries[key] = Entry(_float(row["value"]), _float(row["std"]), n, row["note"])
+            except ValueError as e:
+                raise InputError(f"{path}:{line}: {e}; fix or re-run the run") from None
+    return entries
+
+
+def write_heatmaps(heatmap_dir: Path, figures_dir: Path, methods: Sequence[str] = ()) -> list[Path]:
+    """Draw ``figures_dir/heatmap_<method>.png`` per method and ``heatmaps_grid.png``.
+
+    Args:
+        heatmap_dir: the run's ``heatmaps/`` folder (``<method>/<video>.npy``).
+        figures_dir: output folder.
+        methods: preferred method order (rows of the grid).
+
+    Returns:
+        The PNG files written (none when no map was found).
+    """
+    maps = load_heatmaps(heatmap_dir, methods)
+    if not maps:
+        return []
+    vmax = shared_vmax(maps)
+    written = [
+        plot_method_heatmaps(m, videos, vmax, figures_dir / f"heatmap_{m}.png")
+        for m, videos in maps.items()
+    ]
+    written.append(plot_heatmap_grid(maps, vmax, figures_dir / "heatmaps_grid.png"))
+    return written
+
+
+def write_report(
+    run_dir: Path, formats: Sequence[str] = ("csv", "latex", "md"), paper: bool = False
+) -> list[Path]:
+    """Write the tables (and heatmap figures, if any) of a run directory.
+
+    Args:
+        run_dir: folder with ``run.json`` and ``summary.csv`` (and optionally ``heatmaps/``).
+        formats: any of ``"csv"``, ``"latex"``, ``"md"``.
+        paper: print the paper's numbers beside ours (Tables 1-3 of Oorloff & Yacoob).
+
+    Returns:
+        The files written: ``tables/<table>.<ext>`` in the order of ``formats``, then
+        ``figures/heatmap_<method>.png`` and ``figures/heatmaps_grid.png``.
+
+    Raises:
+        InputError: unknown format, not a run directory, malformed inputs.
+    """
+    run_dir = Path(run_dir)
+    wanted = list(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
+    unknown = [f for f in wanted if f not in FORMATS]
+    if unknown or not wanted:
+        raise InputError(
+            f"unknown report format {', '.join(unknown) or '(none)'}; use csv, latex or md"
+        )
+    info = read_run(run_dir)
+    measured = load_summary(run_dir / "summary.csv")
+    extra = [m for m, _ in measured if m not in info.methods]
+    methods = [*info.methods, *dict.fromkeys(extra)]
+    table = build_table(info.kind, info.protocol, methods, info.metrics, measured, paper)
+    written = []
+    for fmt in wanted:
+        suffix, render = FORMATS[fmt]
+        out = run_dir / "tables" / f"{table.name}{suffix}"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(render(table), encoding="utf-8")
+        written.append(out)
+    heatmap_dir = run_dir / "heatmaps"
+    if heatmap_dir.is_dir():
+        written += write_heatmaps(heatmap_dir, run_dir / "figures", methods)
+    return written

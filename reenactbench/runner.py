@@ -1,0 +1,346 @@
+"""Generate and score every (method, pair) of a protocol; resumable.
+
+Each job (method, pair) streams the driving video once: frames go to the method at its
+resolution, outputs and ground truth are resized to the protocol's evaluation resolution
+(``video.resize``) and scored in batches. A finished job is stored atomically as
+``OUT/cache/<method>/<pair>/result.json`` (per-frame values) with a fingerprint of every
+input that changes its numbers; ``per_video.csv`` and ``summary.csv`` are rebuilt from
+those files after every job, so a killed run resumes where it stopped and ends with the
+same tables. Methods and metrics that cannot run are reported as skipped, never as
+numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import reenactbench
+from reenactbench.data.dataset import Dataset, VideoRecord, load_dataset
+from reenactbench.errors import InputError, MethodError, WeightsMissing
+from reenactbench.files import save_npy, write_csv, write_json
+from reenactbench.methods import Method, load_method, method_class
+from reenactbench.metrics import MetricSpec, resolve_metrics
+from reenactbench.protocol import Pair, Protocol, make_pairs, select_videos
+from reenactbench.scoring import FrameScorer
+from reenactbench.sources import source_chooser
+from reenactbench.summary import PER_VIDEO_COLUMNS, SUMMARY_COLUMNS, JobResult, summarise
+from reenactbench.video import RESIZE_MODE, iter_frames, resize, write_png_folder
+
+__all__ = ["RunOptions", "run_protocol", "ProgressFn", "MessageFn"]
+
+ProgressFn = Callable[[str, int, int], None]  #: (stage, done, total)
+MessageFn = Callable[[str], None]  #: one-line notices (skips, resumes)
+
+
+@dataclass
+class RunOptions:
+    """Everything a run needs besides the protocol.
+
+    Attributes:
+        data: data folder (prepared layout or a folder of videos).
+        methods: registered names or ``package.module:Class`` paths, in table order.
+        out: run directory (created; an existing one of the same protocol is resumed).
+        device: torch device for methods that use torch.
+        batch_size: frames per scoring batch.
+        max_videos: evaluate at most this many test videos (lowers the protocol's).
+        max_frames: at most this many frames per video (lowers the protocol's).
+        weights: weight name -> file overrides passed to methods.
+        method_options: method name -> constructor options.
+        save_frames: also keep generated frames as PNG in the cache (lossless).
+    """
+
+    data: Path
+    methods: list[str]
+    out: Path
+    device: str = "cpu"
+    batch_size: int = 8
+    max_videos: int | None = None
+    max_frames: int | None = None
+    weights: dict[str, Path] = field(default_factory=dict)
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    save_frames: bool = False
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(reenactbench.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version(), "reenactbench": reenactbench.__version__}
+    for pkg in ("numpy", "av", "scikit-image", "pillow", "torch"):
+        try:
+            found[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def _fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class _Job:
+    """Generation and scoring of one (method, pair)."""
+
+    def __init__(
+        self,
+        method: Method,
+        pair: Pair,
+        videos: dict[str, VideoRecord],
+        proto: Protocol,
+        n_frames: int,
+        batch_size: int,
+        specs: list[MetricSpec],
+    ) -> None:
+        self.method, self.pair, self.videos = method, pair, videos
+        self.proto, self.n_frames, self.batch_size, self.specs = (
+            proto,
+            n_frames,
+            batch_size,
+            specs,
+        )
+
+    def _source(self) -> np.ndarray:
+        rec = self.videos[self.pair.source]
+        try:
+            return next(
+                iter_frames(
+                    rec.path, max_frames=1, start=self.pair.source_frame, size=self.method.resolution
+                )
+            )
+        except InputError:
+            raise InputError(
+                f"{rec.path}: has no frame {self.pair.source_frame} to use as source"
+            ) from None
+
+    def run(self, frame_dir: Path | None) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
+        """Returns per-frame metric values, the per-pixel L1 sum ``(E, E) float64`` over
+        frames (mean over channels, 0..255), and the number of frames."""
+        res, eval_res = self.method.resolution, self.proto.resolution
+        truth: deque[np.ndarray] = deque()
+
+        def driving() -> Iterator[np.ndarray]:
+            rec = self.videos[self.pair.driving]
+            for frame in iter_frames(rec.path, max_frames=self.n_frames):
+                truth.append(resize(frame, eval_res))
+                yield resize(frame, res)
+
+        scorer = FrameScorer(self.specs)
+        heat = np.zeros((eval_res, eval_res), dtype=np.float64)
+        fakes: list[np.ndarray] = []
+        reals: list[np.ndarray] = []
+        n = 0
+
+        def flush() -> None:
+            if fakes:
+                fake, real = np.stack(fakes), np.stack(reals)
+                scorer.add(fake, real)
+                heat[...] += np.abs(fake.astype(np.int16) - real).mean(axis=3).sum(axis=0)
+                if frame_dir is not None:
+                    write_png_folder(fake, frame_dir, start=n - len(fake))
+                fakes.clear()
+                reals.clear()
+
+        name = self.method.name
+        for out in self.method.reenact(self._source(), driving()):
+            if not (
+                isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.shape == (res, res, 3)
+            ):
+                got = getattr(out, "shape", type(out).__name__), getattr(out, "dtype", "")
+                raise MethodError(f"method {name!r} yielded {got}, expected ({res},{res},3) uint8")
+            if not truth:
+                raise MethodError(f"method {name!r} yielded more frames than driving frames")
+            fakes.append(resize(out, eval_res))
+            reals.append(truth.popleft())
+            n += 1
+            if len(fakes) >= self.batch_size:
+                flush()
+        flush()
+        if truth or n == 0:
+            raise MethodError(f"method {name!r} yielded {n} frames for {n + len(truth)} driving")
+        return scorer.values(), heat, n
+
+
+def _choose_sources(proto: Protocol, n_frames: int) -> Callable[[VideoRecord, int], list[int]]:
+    return source_chooser(proto.source_selection, n_frames, proto.resolution)
+
+
+def run_protocol(
+    proto: Protocol,
+    opts: RunOptions,
+    on_progress: ProgressFn | None = None,
+    on_message: MessageFn | None = None,
+) -> Path:
+    """Run ``proto`` for every method of ``opts`` and write the run directory.
+
+    Returns:
+        The run directory (``opts.out``).
+
+    Raises:
+        ReenactbenchError: bad data, protocol, method name or run directory. Methods
+            that cannot run (missing weights or dependencies) are skipped instead.
+    """
+    say = on_message or (lambda _m: None)
+    progress = on_progress or (lambda _s, _d, _t: None)
+    for name in opts.methods:
+        method_class(name)  # unknown names fail before any work
+    specs = resolve_metrics(list(proto.metrics))
+    n_frames = min(x for x in (proto.frames, opts.max_frames) if x is not None)
+    dataset: Dataset = load_dataset(opts.data, resolution=proto.resolution)
+    videos = select_videos(proto, dataset, opts.max_videos)
+    pairs = make_pairs(proto, videos, _choose_sources(proto, n_frames))
+    out = Path(opts.out)
+    setup = {
+        "protocol": {k: v for k, v in proto.to_dict().items() if k != "path"},
+        "data": str(Path(opts.data).resolve()),
+        "frames": n_frames,
+        "pairs": [p.key for p in pairs],
+        "resolution": proto.resolution,
+        "resize": RESIZE_MODE,
+    }
+    run_json = out / "run.json"
+    previous: dict[str, Any] = {}
+    if run_json.is_file():
+        previous = json.loads(run_json.read_text())
+        if previous.get("setup") != setup:
+            raise InputError(
+                f"{out}: holds a run with a different protocol, data or frame/video limits; "
+                "pass a new --out (or delete it to start over)"
+            )
+        say(f"resuming run in {out}")
+    for spec in specs:
+        if not spec.available:
+            say(f"skipped: metric {spec.key}: {spec.unavailable}")
+    methods = list(dict.fromkeys([*previous.get("methods", []), *opts.methods]))
+    write_csv(out / "pairs.csv", ["driving", "source", "source_frame"],
+              [{"driving": p.driving, "source": p.source, "source_frame": p.source_frame}
+               for p in pairs])
+    info: dict[str, Any] = {
+        "setup": setup,
+        "protocol": proto.to_dict(),
+        "methods": methods,
+        "metrics": [s.key for s in specs],
+        "skipped_metrics": {s.key: s.unavailable for s in specs if not s.available},
+        "device": opts.device,
+        "batch_size": opts.batch_size,
+        "versions": _versions(),
+        "git_commit": _git_commit(),
+        "seeds": {"split": proto.split_seed, "pairing": proto.pairing_seed},
+        "started": previous.get("started") or datetime.now(UTC).isoformat(timespec="seconds"),
+        "finished": None,
+        "skipped_methods": dict(previous.get("skipped_methods", {})),
+        "timings": dict(previous.get("timings", {})),
+    }
+    write_json(run_json, info)
+
+    by_name = dataset.by_name()
+    results: dict[str, list[JobResult]] = {}
+    total = len(opts.methods) * len(pairs)
+    done = 0
+    for name in opts.methods:
+        cls = method_class(name)
+        options = opts.method_options.get(name, {})
+        fp_base = {
+            "method": cls.name,
+            "target": f"{cls.__module__}:{cls.__qualname__}",
+            "options": options,
+            "version": reenactbench.__version__,
+            "setup": {k: setup[k] for k in ("frames", "resolution", "resize", "data")},
+            "metrics": sorted(s.key for s in specs if s.kind == "frame" and s.available),
+        }
+        method: Method | None = None
+        seconds, frames_done = 0.0, 0
+        results[cls.name] = []
+        info["skipped_methods"].pop(cls.name, None)
+        for pair in pairs:
+            job_dir = out / "cache" / cls.name / pair.key
+            fp = _fingerprint({**fp_base, "pair": pair.key})
+            cached = JobResult.load(job_dir, fp)
+            if cached is None:
+                if method is None:
+                    try:
+                        method = load_method(name, device=opts.device, weights=opts.weights,
+                                             **options)
+                    except (WeightsMissing, MethodError) as e:
+                        info["skipped_methods"][cls.name] = str(e)
+                        say(f"skipped: method {cls.name}: {e}")
+                        break
+                t0 = time.perf_counter()
+                frame_dir = job_dir / "frames" if opts.save_frames else None
+                values, heat, n = _Job(
+                    method, pair, by_name, proto, n_frames, opts.batch_size, specs
+                ).run(frame_dir)
+                seconds += time.perf_counter() - t0
+                frames_done += n
+                cached = JobResult(cls.name, pair, n, values)
+                cached.save(job_dir, fp)
+                if proto.kind == "robustness":
+                    save_npy(job_dir / "heatmap.npy", (heat / n).astype(np.float32))
+            results[cls.name].append(cached)
+            done += 1
+            _write_tables(out, proto, specs, results, info)
+            progress(cls.name, done, total)
+        if frames_done:
+            info["timings"][cls.name] = {
+                "seconds": round(seconds, 3),
+                "frames": frames_done,
+                "frames_per_s": round(frames_done / seconds, 2) if seconds else None,
+            }
+    if proto.kind == "robustness":
+        _write_heatmaps(out, pairs, results)
+    _write_tables(out, proto, specs, results, info)
+    info["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+    write_json(run_json, info)
+    return out
+
+
+def _write_tables(
+    out: Path,
+    proto: Protocol,
+    specs: list[MetricSpec],
+    results: dict[str, list[JobResult]],
+    info: dict[str, Any],
+) -> None:
+    per_video, summary = summarise(
+        proto.kind, specs, results, info["skipped_methods"], n_jobs=len(info["setup"]["pairs"])
+    )
+    write_csv(out / "per_video.csv", PER_VIDEO_COLUMNS, per_video)
+    write_csv(out / "summary.csv", SUMMARY_COLUMNS, summary)
+
+
+def _write_heatmaps(out: Path, pairs: list[Pair], results: dict[str, list[JobResult]]) -> None:
+    """Per method and driving video: the per-pixel L1 map averaged over its sources."""
+    for method, jobs in results.items():
+        maps: dict[str, list[np.ndarray]] = {}
+        for job in jobs:
+            path = out / "cache" / method / job.pair.key / "heatmap.npy"
+            if path.is_file():
+                maps.setdefault(job.pair.driving, []).append(np.load(path))
+        for video, arrays in maps.items():
+            mean = np.mean(np.stack(arrays), axis=0).astype(np.float32)
+            save_npy(out / "heatmaps" / method / f"{video}.npy", mean)
+
