@@ -168,11 +168,17 @@ def _print_summary(run_dir: Path) -> None:
     with (run_dir / "summary.csv").open() as f:
         rows = list(csv.DictReader(f))
     table = Table("method", "metric", "value", "std", "n", "note", title=str(run_dir))
+    skipped: dict[str, set[str]] = {}
     for r in rows:
+        if r["note"].startswith("skipped"):
+            skipped.setdefault(r["note"], set()).add(r["metric"])
+            continue
         value = f"{float(r['value']):.4g}" if r["value"] else "-"
         std = f"{float(r['std']):.3g}" if r["std"] else ""
         table.add_row(r["method"], r["metric"], value, std, r["n"], escape(r["note"]))
     out.print(table)
+    for note, keys in skipped.items():
+        out.print(f"[yellow]{escape(note)}[/yellow]: {', '.join(sorted(keys))}")
 
 
 @run_app.command("same-id")

@@ -173,7 +173,10 @@ class _Job:
                 got = getattr(out, "shape", type(out).__name__), getattr(out, "dtype", "")
                 raise MethodError(f"method {name!r} yielded {got}, expected ({res},{res},3) uint8")
             if not truth:
-                raise MethodError(f"method {name!r} yielded more frames than driving frames")
+                raise MethodError(
+                    f"method {name!r} yielded frame {n + 1} before reading driving frame "
+                    f"{n + 1}; it must yield one frame per driving frame read"
+                )
             fakes.append(resize(out, eval_res))
             reals.append(truth.popleft())
             n += 1
@@ -226,7 +229,7 @@ def run_protocol(
     previous: dict[str, Any] = {}
     if run_json.is_file():
         previous = json.loads(run_json.read_text())
-        if previous.get("setup") != setup:
+        if previous.get("setup") != json.loads(json.dumps(setup)):
             raise InputError(
                 f"{out}: holds a run with a different protocol, data or frame/video limits; "
                 "pass a new --out (or delete it to start over)"

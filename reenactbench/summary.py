@@ -73,7 +73,9 @@ class JobResult:
 
 
 def _std(x: np.ndarray) -> float | None:
-    return float(np.std(x, ddof=1)) if len(x) > 1 else None
+    """Sample std (ddof=1); ``None`` for one value or non-finite values (PSNR of
+    identical frames is +inf)."""
+    return float(np.std(x, ddof=1)) if len(x) > 1 and np.all(np.isfinite(x)) else None
 
 
 def summarise(

@@ -147,7 +147,9 @@ def detect_clip_boxes(
     return boxes, n, size
 
 
-def square_crop_box(boxes: Iterable[Box], height: int, width: int, margin: float = DEFAULT_MARGIN) -> Box:
+def square_crop_box(
+    boxes: Iterable[Box], height: int, width: int, margin: float = DEFAULT_MARGIN
+) -> Box:
     """The FOMM-style square crop for a clip.
 
     Union of ``boxes``; enlarged by ``margin`` x its larger side on each side; made square

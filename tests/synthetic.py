@@ -1,0 +1,32 @@
+"""Synthetic videos for fast tests: smooth moving blobs, deterministic per seed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from reenactbench.video import write_png_folder
+
+
+def blob_video(n: int, size: int = 64, seed: int = 0) -> np.ndarray:
+    """``(n, size, size, 3) uint8``: a coloured disc moving over a gradient, per seed."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    colour = rng.uniform(60, 255, 3)
+    cx0, cy0 = rng.uniform(0.3, 0.7, 2)
+    frames = np.empty((n, size, size, 3), dtype=np.uint8)
+    for t in range(n):
+        cx = cx0 + 0.15 * np.sin(t / 3.0 + seed)
+        cy = cy0 + 0.1 * np.cos(t / 4.0)
+        disc = ((xx - cx) ** 2 + (yy - cy) ** 2) < 0.04
+        base = np.stack([xx * 120, yy * 120, (xx + yy) * 40], axis=-1)
+        frames[t] = np.where(disc[..., None], colour, base).astype(np.uint8)
+    return frames
+
+
+def write_folder_dataset(root: Path, names: list[str], n: int = 6, size: int = 64) -> Path:
+    """A plain folder data set: one PNG frame folder per name."""
+    for i, name in enumerate(names):
+        write_png_folder(blob_video(n, size, seed=i), root / name)
+    return root
