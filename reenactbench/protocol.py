@@ -84,9 +84,7 @@ class Pair:
 def shipped_protocols() -> dict[str, Path]:
     """Name -> file of every protocol shipped with the package."""
     root = files("reenactbench.protocols")
-    return {
-        Path(str(p)).stem: Path(str(p)) for p in root.iterdir() if str(p).endswith(".toml")
-    }
+    return {Path(str(p)).stem: Path(str(p)) for p in root.iterdir() if str(p).endswith(".toml")}
 
 
 def _check(cond: bool, path: Path, msg: str) -> None:
@@ -130,8 +128,11 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
         raise ProtocolError(f"{path}: {e}") from None
     _check(proto.kind in KINDS, path, f"kind must be one of {', '.join(KINDS)}")
     _check(proto.split in SPLITS, path, f"split must be one of {', '.join(SPLITS)}")
-    _check(proto.source_selection in SOURCE_SELECTIONS, path,
-           f"source_selection must be one of {', '.join(SOURCE_SELECTIONS)}")
+    _check(
+        proto.source_selection in SOURCE_SELECTIONS,
+        path,
+        f"source_selection must be one of {', '.join(SOURCE_SELECTIONS)}",
+    )
     _check(0 < proto.test_fraction < 1, path, "test_fraction must be in (0, 1)")
     _check(proto.frames > 0 and proto.resolution > 0, path, "frames and resolution must be > 0")
     _check(proto.drivers > 0 and proto.sources > 0, path, "drivers and sources must be > 0")
@@ -226,7 +227,10 @@ def make_pairs(
         if len(videos) < 2:
             raise ProtocolError(f"{proto.name}: cross-id needs at least 2 videos")
         perm = _cross_identity(videos, proto.pairing_seed)
-        return [Pair(v.name, videos[j].name, proto.source_frame) for v, j in zip(videos, perm)]
+        return [
+            Pair(v.name, videos[j].name, proto.source_frame)
+            for v, j in zip(videos, perm, strict=True)
+        ]
     if len(videos) < proto.drivers:
         raise ProtocolError(
             f"{proto.name}: robustness needs {proto.drivers} driving videos, the data has "

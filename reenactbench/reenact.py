@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from reenactbench.methods import load_method
+import numpy as np
+
+from reenactbench.errors import MethodError
+from reenactbench.methods import check_output_frame, load_method
 from reenactbench.video import IMAGE_SUFFIXES, iter_frames, probe, read_image, resize, write_video
 
 __all__ = ["reenact_file"]
@@ -44,10 +47,14 @@ def reenact_file(
     info = probe(driving)
     total = min(info.n_frames, max_frames) if max_frames else info.n_frames
 
-    def frames():
-        for i, frame in enumerate(method.reenact(src, iter_frames(driving, max_frames, res))):
+    def frames() -> Iterator[np.ndarray]:
+        n = 0
+        for frame in method.reenact(src, iter_frames(driving, max_frames, res)):
+            n += 1
             if on_progress:
-                on_progress("reenact", i + 1, total)
-            yield frame
+                on_progress("reenact", n, total)
+            yield check_output_frame(frame, method)
+        if n != total:
+            raise MethodError(f"method {method.name!r} yielded {n} frames for {total} driving")
 
     return write_video(frames(), out, fps=info.fps)

@@ -30,7 +30,7 @@ import reenactbench
 from reenactbench.data.dataset import Dataset, VideoRecord, load_dataset
 from reenactbench.errors import InputError, MethodError, WeightsMissing
 from reenactbench.files import save_npy, write_csv, write_json
-from reenactbench.methods import Method, load_method, method_class
+from reenactbench.methods import Method, check_output_frame, load_method, method_class
 from reenactbench.metrics import MetricSpec, resolve_metrics
 from reenactbench.protocol import Pair, Protocol, make_pairs, select_videos
 from reenactbench.scoring import FrameScorer
@@ -129,7 +129,10 @@ class _Job:
         try:
             return next(
                 iter_frames(
-                    rec.path, max_frames=1, start=self.pair.source_frame, size=self.method.resolution
+                    rec.path,
+                    max_frames=1,
+                    start=self.pair.source_frame,
+                    size=self.method.resolution,
                 )
             )
         except InputError:
@@ -167,11 +170,7 @@ class _Job:
 
         name = self.method.name
         for out in self.method.reenact(self._source(), driving()):
-            if not (
-                isinstance(out, np.ndarray) and out.dtype == np.uint8 and out.shape == (res, res, 3)
-            ):
-                got = getattr(out, "shape", type(out).__name__), getattr(out, "dtype", "")
-                raise MethodError(f"method {name!r} yielded {got}, expected ({res},{res},3) uint8")
+            out = check_output_frame(out, self.method)
             if not truth:
                 raise MethodError(
                     f"method {name!r} yielded frame {n + 1} before reading driving frame "
@@ -239,9 +238,11 @@ def run_protocol(
         if not spec.available:
             say(f"skipped: metric {spec.key}: {spec.unavailable}")
     methods = list(dict.fromkeys([*previous.get("methods", []), *opts.methods]))
-    write_csv(out / "pairs.csv", ["driving", "source", "source_frame"],
-              [{"driving": p.driving, "source": p.source, "source_frame": p.source_frame}
-               for p in pairs])
+    write_csv(
+        out / "pairs.csv",
+        ["driving", "source", "source_frame"],
+        [{"driving": p.driving, "source": p.source, "source_frame": p.source_frame} for p in pairs],
+    )
     info: dict[str, Any] = {
         "setup": setup,
         "protocol": proto.to_dict(),
@@ -286,8 +287,9 @@ def run_protocol(
             if cached is None:
                 if method is None:
                     try:
-                        method = load_method(name, device=opts.device, weights=opts.weights,
-                                             **options)
+                        method = load_method(
+                            name, device=opts.device, weights=opts.weights, **options
+                        )
                     except (WeightsMissing, MethodError) as e:
                         info["skipped_methods"][cls.name] = str(e)
                         say(f"skipped: method {cls.name}: {e}")
@@ -346,4 +348,3 @@ def _write_heatmaps(out: Path, pairs: list[Pair], results: dict[str, list[JobRes
         for video, arrays in maps.items():
             mean = np.mean(np.stack(arrays), axis=0).astype(np.float32)
             save_npy(out / "heatmaps" / method / f"{video}.npy", mean)
-

@@ -42,8 +42,8 @@ def diverse_sources(video: VideoRecord, n_frames: int, k: int, size: int) -> lis
     from reenactbench.faces import (
         detect_landmarks,
         expression_pose_features,
-        farthest_point_sampling,
         faces_unavailable,
+        farthest_point_sampling,
     )
 
     why = faces_unavailable()

@@ -100,21 +100,33 @@ def summarise(
         jobs = results.get(method, [])
         for spec in specs:
             if method in skipped_methods:
-                summary.append({"method": method, "metric": spec.key,
-                                "note": f"skipped: {skipped_methods[method]}"})
+                summary.append(
+                    {
+                        "method": method,
+                        "metric": spec.key,
+                        "note": f"skipped: {skipped_methods[method]}",
+                    }
+                )
                 continue
             if not spec.available:
-                summary.append({"method": method, "metric": spec.key,
-                                "note": f"skipped: {spec.unavailable}"})
+                summary.append(
+                    {"method": method, "metric": spec.key, "note": f"skipped: {spec.unavailable}"}
+                )
                 continue
             frame_values = [j.values[spec.key] for j in jobs if spec.key in j.values]
             for j in jobs:
                 if spec.key in j.values:
-                    per_video.append({
-                        "method": method, "video": j.pair.driving, "source": j.pair.source,
-                        "source_frame": j.pair.source_frame, "metric": spec.key,
-                        "value": float(np.mean(j.values[spec.key])), "n_frames": j.n_frames,
-                    })
+                    per_video.append(
+                        {
+                            "method": method,
+                            "video": j.pair.driving,
+                            "source": j.pair.source,
+                            "source_frame": j.pair.source_frame,
+                            "metric": spec.key,
+                            "value": float(np.mean(j.values[spec.key])),
+                            "n_frames": j.n_frames,
+                        }
+                    )
             if not frame_values:
                 continue
             means = np.array([np.mean(v) for v in frame_values])
@@ -123,7 +135,15 @@ def summarise(
             note = ""
             if n_jobs is not None and len(jobs) < n_jobs:
                 note = f"partial: {len(jobs)}/{n_jobs} jobs"
-            summary.append({"method": method, "metric": spec.key, "value": value,
-                            "std": _std(means), "n": len(means), "n_frames": len(pooled),
-                            "note": note})
+            summary.append(
+                {
+                    "method": method,
+                    "metric": spec.key,
+                    "value": value,
+                    "std": _std(means),
+                    "n": len(means),
+                    "n_frames": len(pooled),
+                    "note": note,
+                }
+            )
     return per_video, summary

@@ -201,7 +201,9 @@ def iter_frames(
         yield frame if size is None else resize(frame, size)
         n += 1
     if n == 0:
-        raise InputError(f"{path}: the video has no frames" + (f" after frame {start}" if start else ""))
+        raise InputError(
+            f"{path}: the video has no frames" + (f" after frame {start}" if start else "")
+        )
 
 
 def read_frames(
@@ -237,10 +239,10 @@ def probe(path: Path) -> VideoInfo:
             stream = container.streams.video[0]
             n, rate = stream.frames, stream.average_rate
             h, w = stream.codec_context.height, stream.codec_context.width
+    except FileNotFoundError:  # before FFmpegError: av.error.FileNotFoundError is both
+        raise InputError(f"{path}: no such video file or frame folder") from None
     except av.error.FFmpegError as e:
         raise _decode_error(path, e) from None
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such video file or frame folder") from None
     if n <= 0 or h <= 0:
         n = 0
         for frame in iter_frames(path):
@@ -281,8 +283,9 @@ def write_mp4(frames: Iterable[np.ndarray], path: Path, fps: float = 25.0, crf: 
     Returns:
         The number of frames written.
     """
-    import av
     from fractions import Fraction
+
+    import av
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,11 +31,13 @@ def test_adapter_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
     data = write_folder_dataset(tmp_path / "data", ["a_000", "b_000"], n=4, size=32)
     proto_file = tmp_path / "p.toml"
-    proto_file.write_text('name = "p"\nkind = "same-id"\nsplit = "all"\nframes = 4\n'
-                          'metrics = ["l1"]\n')
-    run = run_protocol(load_protocol(proto_file),
-                       RunOptions(data=data, methods=["mirror_method:MirrorMethod"],
-                                  out=tmp_path / "run"))
+    proto_file.write_text(
+        'name = "p"\nkind = "same-id"\nsplit = "all"\nframes = 4\nmetrics = ["l1"]\n'
+    )
+    run = run_protocol(
+        load_protocol(proto_file),
+        RunOptions(data=data, methods=["mirror_method:MirrorMethod"], out=tmp_path / "run"),
+    )
     with (run / "summary.csv").open() as f:
         (row,) = list(csv.DictReader(f))
     assert row["method"] == "mirror" and float(row["value"]) > 0

@@ -215,7 +215,11 @@ def test_implemented_and_unimplemented_specs() -> None:
     l1_spec, psnr_spec, ssim_spec, lpips_spec, fid_spec = resolve_metrics(
         ["l1", "psnr", "ssim", "lpips", "fid"]
     )
-    for spec, fn, higher in ((l1_spec, l1, False), (psnr_spec, psnr, True), (ssim_spec, ssim, True)):
+    for spec, fn, higher in (
+        (l1_spec, l1, False),
+        (psnr_spec, psnr, True),
+        (ssim_spec, ssim, True),
+    ):
         assert spec.available
         assert spec.unavailable is None
         assert spec.kind == "frame"

@@ -34,7 +34,11 @@ def test_shipped_protocols_load() -> None:
     assert {"demo_same_id", "demo_cross_id", "demo_robustness"} <= names
     table1 = load_protocol("hdtf_same_id")
     assert (table1.kind, table1.frames, table1.max_videos, table1.resolution) == (
-        "same-id", 500, 75, 256)
+        "same-id",
+        500,
+        75,
+        256,
+    )
     assert table1.metrics[:5] == ("l1", "lpips", "id", "psnr", "ssim")
     table3 = load_protocol("hdtf_robustness")
     assert (table3.drivers, table3.sources) == (5, 5)
@@ -112,7 +116,10 @@ def test_folder_dataset_and_mapping(tmp_path: Path) -> None:
     root = write_folder_dataset(tmp_path / "d", ["x_000", "x_001", "y_000"], n=2, size=16)
     data = load_dataset(root)
     assert [(v.name, v.identity) for v in data.videos] == [
-        ("x_000", "x"), ("x_001", "x"), ("y_000", "y")]
+        ("x_000", "x"),
+        ("x_001", "x"),
+        ("y_000", "y"),
+    ]
     (root / "identities.csv").write_text("video,identity\ny_000,x\n")
     assert {v.identity for v in load_dataset(root).videos} == {"x"}
     with pytest.raises(InputError, match="data folder not found"):

@@ -27,9 +27,16 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _protocol(tmp_path: Path, kind: str, **extra: object) -> Path:
     fields: dict[str, object] = {
-        "name": f"t_{kind}", "kind": kind, "split": "all", "frames": 5, "resolution": 256,
-        "metrics": ["l1", "psnr", "ssim", "lpips"], "source_selection": "uniform",
-        "drivers": 2, "sources": 3, **extra,
+        "name": f"t_{kind}",
+        "kind": kind,
+        "split": "all",
+        "frames": 5,
+        "resolution": 256,
+        "metrics": ["l1", "psnr", "ssim", "lpips"],
+        "source_selection": "uniform",
+        "drivers": 2,
+        "sources": 3,
+        **extra,
     }
     lines = [f"{k} = {json.dumps(v)}" for k, v in fields.items()]
     path = tmp_path / f"{kind}.toml"
@@ -44,16 +51,19 @@ def _summary(run_dir: Path) -> dict[tuple[str, str], dict[str, str]]:
 
 def test_same_id_values_match_direct_computation(data: Path, tmp_path: Path) -> None:
     proto = load_protocol(_protocol(tmp_path, "same-id"))
-    out = run_protocol(proto, RunOptions(data=data, methods=["static", "oracle"],
-                                         out=tmp_path / "run", batch_size=2))
+    out = run_protocol(
+        proto,
+        RunOptions(data=data, methods=["static", "oracle"], out=tmp_path / "run", batch_size=2),
+    )
     summary = _summary(out)
     # static: every frame compared with its video's first frame, both resized to 256
     frames = [read_frames(data / n, max_frames=5, size=256) for n in NAMES]
     sources = [resize(read_frames(data / n, max_frames=1)[0], 256) for n in NAMES]
-    expected = [l1(np.repeat(s[None], 5, axis=0), f) for s, f in zip(sources, frames)]
+    expected = [l1(np.repeat(s[None], 5, axis=0), f) for s, f in zip(sources, frames, strict=True)]
     assert float(summary["static", "l1"]["value"]) == pytest.approx(np.mean(expected), rel=1e-12)
     assert float(summary["static", "l1"]["std"]) == pytest.approx(
-        np.std([e.mean() for e in expected], ddof=1), rel=1e-12)
+        np.std([e.mean() for e in expected], ddof=1), rel=1e-12
+    )
     assert summary["static", "l1"]["n"] == "6" and summary["static", "l1"]["n_frames"] == "30"
     assert float(summary["oracle", "l1"]["value"]) == 0.0
     assert float(summary["oracle", "ssim"]["value"]) == 1.0
@@ -76,10 +86,12 @@ def test_same_id_values_match_direct_computation(data: Path, tmp_path: Path) -> 
 
 def test_batch_size_does_not_change_numbers(data: Path, tmp_path: Path) -> None:
     proto = load_protocol(_protocol(tmp_path, "same-id"))
-    a = run_protocol(proto, RunOptions(data=data, methods=["static"], out=tmp_path / "a",
-                                       batch_size=1))
-    b = run_protocol(proto, RunOptions(data=data, methods=["static"], out=tmp_path / "b",
-                                       batch_size=7))
+    a = run_protocol(
+        proto, RunOptions(data=data, methods=["static"], out=tmp_path / "a", batch_size=1)
+    )
+    b = run_protocol(
+        proto, RunOptions(data=data, methods=["static"], out=tmp_path / "b", batch_size=7)
+    )
     assert (a / "summary.csv").read_text() == (b / "summary.csv").read_text()
 
 
@@ -98,8 +110,11 @@ def test_robustness_writes_heatmaps(data: Path, tmp_path: Path) -> None:
     # the mean of the per-pixel map equals the mean L1 of that driving video's runs
     video = maps[0].stem
     with (out / "per_video.csv").open() as f:
-        vals = [float(r["value"]) for r in csv.DictReader(f)
-                if r["video"] == video and r["metric"] == "l1"]
+        vals = [
+            float(r["value"])
+            for r in csv.DictReader(f)
+            if r["video"] == video and r["metric"] == "l1"
+        ]
     assert float(heat.mean()) == pytest.approx(np.mean(vals), rel=1e-5)
 
 
@@ -136,8 +151,9 @@ def test_interrupted_run_resumes_to_identical_tables(
     (tmp_path / "flakyplugin.py").write_text(FLAKY)
     monkeypatch.syspath_prepend(str(tmp_path))
     proto = load_protocol(_protocol(tmp_path, "same-id"))
-    ref = run_protocol(proto, RunOptions(data=data, methods=["flakyplugin:Flaky", "static"],
-                                         out=tmp_path / "ref"))
+    ref = run_protocol(
+        proto, RunOptions(data=data, methods=["flakyplugin:Flaky", "static"], out=tmp_path / "ref")
+    )
     monkeypatch.setenv("FLAKY_FAIL_ON", "4")
     opts = RunOptions(data=data, methods=["flakyplugin:Flaky", "static"], out=tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
@@ -152,8 +168,9 @@ def test_interrupted_run_resumes_to_identical_tables(
         assert (tmp_path / "run" / name).read_text() == (ref / name).read_text()
 
 
-def test_resume_skips_finished_jobs(data: Path, tmp_path: Path,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_skips_finished_jobs(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "flakyplugin2.py").write_text(FLAKY)
     monkeypatch.syspath_prepend(str(tmp_path))
     proto = load_protocol(_protocol(tmp_path, "same-id"))
@@ -172,12 +189,14 @@ def test_run_dir_of_another_protocol_is_refused(data: Path, tmp_path: Path) -> N
 
 def test_unknown_method_fails_before_work(data: Path, tmp_path: Path) -> None:
     with pytest.raises(MethodError, match="unknown method 'nope'.*static"):
-        run_protocol(load_protocol(_protocol(tmp_path, "same-id")),
-                     RunOptions(data=data, methods=["static", "nope"], out=tmp_path / "x"))
+        run_protocol(
+            load_protocol(_protocol(tmp_path, "same-id")),
+            RunOptions(data=data, methods=["static", "nope"], out=tmp_path / "x"),
+        )
     assert not (tmp_path / "x").exists()
 
 
-BAD = textwrap.dedent('''
+BAD = textwrap.dedent("""
     class Short:
         name, resolution, weights = "short", 32, ()
         def __init__(self, device="cpu", weights=None):
@@ -189,12 +208,12 @@ BAD = textwrap.dedent('''
         name, resolution, weights = "missing", 32, ("no-such-weight",)
         @classmethod
         def unavailable(cls):
-            return "weights missing: no-such-weight (reenactbench weights import no-such-weight FILE)"
+            return "weights missing: no-such-weight (reenactbench weights import ...)"
         def __init__(self, device="cpu", weights=None):
             raise AssertionError("must not be constructed")
         def reenact(self, source, driving):
             yield source
-''')
+""")
 
 
 def test_method_contract_violations_and_skips(
@@ -205,8 +224,9 @@ def test_method_contract_violations_and_skips(
     proto = load_protocol(_protocol(tmp_path, "same-id"))
     with pytest.raises(MethodError, match="yielded frame 1 before reading driving frame 1"):
         run_protocol(proto, RunOptions(data=data, methods=["badplugin:Short"], out=tmp_path / "s"))
-    out = run_protocol(proto, RunOptions(data=data, methods=["badplugin:Missing", "static"],
-                                         out=tmp_path / "m"))
+    out = run_protocol(
+        proto, RunOptions(data=data, methods=["badplugin:Missing", "static"], out=tmp_path / "m")
+    )
     summary = _summary(out)
     assert summary["missing", "l1"]["value"] == ""
     assert "weights missing: no-such-weight" in summary["missing", "l1"]["note"]

@@ -271,7 +271,8 @@ def test_read_image_round_trip_and_garbage(tmp_path: Path) -> None:
 def test_missing_paths(tmp_path: Path) -> None:
     missing = tmp_path / "nothing_here.mp4"
     _raises_naming(missing, lambda: read_frames(missing), "no such")
-    _raises_naming(missing, lambda: probe(missing))
+    _raises_naming(missing, lambda: probe(missing), "no such")
+    _raises_naming(tmp_path / "gone", lambda: probe(tmp_path / "gone"), "no such")
     _raises_naming(tmp_path / "no.png", lambda: read_image(tmp_path / "no.png"), "no such")
 
 

@@ -19,7 +19,14 @@ import numpy as np
 
 from reenactbench.errors import MetricError
 
-__all__ = ["PAPER_ORDER", "MetricSpec", "register_metric", "get_metric", "metric_keys", "resolve_metrics"]
+__all__ = [
+    "PAPER_ORDER",
+    "MetricSpec",
+    "register_metric",
+    "get_metric",
+    "metric_keys",
+    "resolve_metrics",
+]
 
 FrameFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 _KEY = re.compile(r"^[a-z0-9_]+$")
@@ -83,8 +90,18 @@ def get_metric(key: str) -> MetricSpec:
 
 #: The paper's column order (Table 1, then Table 2's combined correlation).
 PAPER_ORDER = (
-    "l1", "lpips", "id", "psnr", "ssim", "fid", "fvd", "fvd_mouth",
-    "au_corr", "gaze_corr", "pose_corr", "au_gaze_corr",
+    "l1",
+    "lpips",
+    "id",
+    "psnr",
+    "ssim",
+    "fid",
+    "fvd",
+    "fvd_mouth",
+    "au_corr",
+    "gaze_corr",
+    "pose_corr",
+    "au_gaze_corr",
 )
 
 
