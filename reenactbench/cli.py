@@ -36,7 +36,7 @@ app.add_typer(run_app, name="run")
 app.add_typer(prepare_app, name="prepare")
 app.add_typer(data_app, name="data")
 
-out = Console()
+out = Console(soft_wrap=True)  # paths and values are never wrapped
 err = Console(stderr=True, soft_wrap=True)  # one-line errors, even in pipes
 _state = {"debug": False, "quiet": False}
 
