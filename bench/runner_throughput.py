@@ -1,9 +1,10 @@
 """Runner throughput and memory with the pixel metrics (l1, psnr, ssim).
 
-Prints (1) frames/s of `run same-id` with the `static` and `oracle` methods on the demo
-data (generation + resize + scoring + bookkeeping), (2) frames/s of each pixel metric
-alone at 256x256, and (3) peak resident memory of a same-id run over one 500-frame
-256x256 video, measured in a child process so the number is that run's alone.
+Prints (1) frames/s of `run same-id` with the `static`, `oracle` and `landmark-warp`
+methods on the demo data (generation + resize + scoring + bookkeeping), (2) frames/s of
+each pixel metric alone at 256x256, and (3) peak resident memory of a same-id run over
+one 50-frame and one 500-frame 256x256 video, each in a child process so the number is
+that run's alone (it should be flat: frames are streamed, not kept).
 
     python bench/runner_throughput.py --data .cache/demo-data
 """
@@ -40,7 +41,7 @@ def bench_runner(data: Path, frames: int) -> dict[str, float]:
     proto = load_protocol("demo_same_id")
     proto = type(proto)(**{**proto.to_dict(), "frames": frames, "metrics": ("l1", "psnr", "ssim")})
     out = {}
-    for method in ("static", "oracle"):
+    for method in ("static", "oracle", "landmark-warp"):
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
             run_dir = run_protocol(proto, RunOptions(data=data, methods=[method], out=Path(tmp)))
@@ -105,10 +106,12 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {_cpu()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     for method, fps in bench_runner(args.data, args.frames).items():
-        print(f"runner same-id, {method:6s} + l1/psnr/ssim @256: {fps:7.1f} frames/s")
+        print(f"runner same-id, {method:13s} + l1/psnr/ssim @256: {fps:7.1f} frames/s")
     for name, fps in bench_metrics().items():
         print(f"metric {name:5s} @256: {fps:8.1f} frames/s")
-    print(f"peak RSS, same-id run over one 500-frame 256x256 video: {bench_memory():.0f} MiB")
+    for frames in (50, 500):
+        mib = bench_memory(frames)
+        print(f"peak RSS, same-id run over one {frames}-frame 256x256 video: {mib:.0f} MiB")
 
 
 if __name__ == "__main__":
