@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -208,62 +208,45 @@ def _print_summary(run_dir: Path) -> None:
         out.print(f"[yellow]{escape(note)}[/yellow]: {', '.join(sorted(keys))}")
 
 
-@run_app.command("same-id")
-def run_same_id(
-    data: DataOpt,
-    method: MethodOpt,
-    out_dir: OutOpt,
-    protocol: ProtocolOpt = None,
-    device: DeviceOpt = "cpu",
-    batch_size: BatchOpt = 8,
-    max_videos: MaxVideosOpt = None,
-    max_frames: MaxFramesOpt = None,
-    weights: WeightsOpt = None,
-    save_frames: SaveOpt = False,
-) -> None:
-    """Same-identity re-enactment (paper Table 1)."""
-    _run(
-        "hdtf_same_id",
-        protocol,
-        data,
-        method,
-        out_dir,
-        device,
-        batch_size,
-        max_videos,
-        max_frames,
-        weights,
-        save_frames,
-    )
+def _protocol_command(default_protocol: str, table: str) -> Callable[..., None]:
+    """A `run <kind>` command for the shipped protocol ``default_protocol``."""
+
+    def command(
+        data: DataOpt,
+        method: MethodOpt,
+        out_dir: OutOpt,
+        protocol: ProtocolOpt = None,
+        device: DeviceOpt = "cpu",
+        batch_size: BatchOpt = 8,
+        max_videos: MaxVideosOpt = None,
+        max_frames: MaxFramesOpt = None,
+        weights: WeightsOpt = None,
+        save_frames: SaveOpt = False,
+    ) -> None:
+        _run(
+            default_protocol,
+            protocol,
+            data,
+            method,
+            out_dir,
+            device,
+            batch_size,
+            max_videos,
+            max_frames,
+            weights,
+            save_frames,
+        )
+
+    command.__doc__ = f"{table} (protocol {default_protocol} unless --protocol)."
+    return command
 
 
-@run_app.command("cross-id")
-def run_cross_id(
-    data: DataOpt,
-    method: MethodOpt,
-    out_dir: OutOpt,
-    protocol: ProtocolOpt = None,
-    device: DeviceOpt = "cpu",
-    batch_size: BatchOpt = 8,
-    max_videos: MaxVideosOpt = None,
-    max_frames: MaxFramesOpt = None,
-    weights: WeightsOpt = None,
-    save_frames: SaveOpt = False,
-) -> None:
-    """Cross-identity re-enactment (paper Table 2)."""
-    _run(
-        "hdtf_cross_id",
-        protocol,
-        data,
-        method,
-        out_dir,
-        device,
-        batch_size,
-        max_videos,
-        max_frames,
-        weights,
-        save_frames,
-    )
+run_app.command("same-id")(
+    _protocol_command("hdtf_same_id", "Same-identity re-enactment, paper Table 1")
+)
+run_app.command("cross-id")(
+    _protocol_command("hdtf_cross_id", "Cross-identity re-enactment, paper Table 2")
+)
 
 
 @app.command()

