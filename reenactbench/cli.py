@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from reenactbench.data.prepare import DEFAULT_MARGIN
 from reenactbench.errors import InputError, ReenactbenchError
 
 app = typer.Typer(
@@ -396,7 +397,7 @@ def prepare_hdtf(
         typer.Option(
             min=0.0, help="Box enlargement per side, relative to the face box side (docs/data.md)."
         ),
-    ] = 0.4,
+    ] = DEFAULT_MARGIN,
     identities: Annotated[
         Path | None, typer.Option(help="CSV video,identity overriding the naming rule.")
     ] = None,
