@@ -81,12 +81,17 @@ def progress_bar() -> Iterator[object]:
     tasks: dict[str, int] = {}
 
     def update(stage: str, done: int, total: int) -> None:
+        if not tasks:
+            bars.start()  # lazily: a command that fails early prints no empty bar line
         if stage not in tasks:
             tasks[stage] = bars.add_task(stage, total=total)
         bars.update(tasks[stage], completed=done, total=total)
 
-    with bars:
+    try:
         yield update
+    finally:
+        if tasks:
+            bars.stop()
 
 
 def _notice(message: str) -> None:
