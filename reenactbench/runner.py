@@ -218,7 +218,7 @@ def run_protocol(
     out = Path(opts.out)
     setup = {
         "protocol": {k: v for k, v in proto.to_dict().items() if k != "path"},
-        "data": str(Path(opts.data).resolve()),
+        "data": dataset.fingerprint(),
         "frames": n_frames,
         "pairs": [p.key for p in pairs],
         "resolution": proto.resolution,
@@ -245,6 +245,7 @@ def run_protocol(
     )
     info: dict[str, Any] = {
         "setup": setup,
+        "data": str(Path(opts.data).resolve()),
         "protocol": proto.to_dict(),
         "methods": methods,
         "metrics": [s.key for s in specs],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -231,3 +232,21 @@ def test_method_contract_violations_and_skips(
     assert summary["missing", "l1"]["value"] == ""
     assert "weights missing: no-such-weight" in summary["missing", "l1"]["note"]
     assert summary["static", "l1"]["value"] != ""
+
+
+def test_same_data_at_another_path_resumes(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run directory is tied to the data's content, not its path (a fresh clone of a
+    committed run, or data moved to another disk, resumes)."""
+    (tmp_path / "flakyplugin3.py").write_text(FLAKY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    proto = load_protocol(_protocol(tmp_path, "same-id"))
+    run_protocol(proto, RunOptions(data=data, methods=["flakyplugin3:Flaky"], out=tmp_path / "r"))
+    moved = tmp_path / "moved"
+    shutil.copytree(data, moved)
+    monkeypatch.setenv("FLAKY_FAIL_ON", "1")  # any recomputation would raise
+    run_protocol(proto, RunOptions(data=moved, methods=["flakyplugin3:Flaky"], out=tmp_path / "r"))
+    (moved / "a_000" / "000000.png").unlink()  # different data: refused, not mixed
+    with pytest.raises(InputError, match="different protocol, data"):
+        run_protocol(proto, RunOptions(data=moved, methods=["static"], out=tmp_path / "r"))

@@ -14,6 +14,7 @@ Two layouts are accepted (see docs/data.md):
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,23 @@ class Dataset:
 
     def by_name(self) -> dict[str, VideoRecord]:
         return {v.name: v for v in self.videos}
+
+    def fingerprint(self) -> str:
+        """Identifies the data, not where it lies: the sha256 of ``manifest.csv`` for a
+        prepared data set, else of the sorted (name, identity, size in bytes) list. A
+        run directory moved to another machine with the same data resumes."""
+        manifest = self.root / "manifest.csv"
+        if self.resolution is not None and manifest.is_file():
+            blob = manifest.read_bytes()
+        else:
+            blob = "\n".join(f"{v.name},{v.identity},{_size(v.path)}" for v in self.videos).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
 
 
 def _read_mapping(path: Path) -> dict[str, str]:
