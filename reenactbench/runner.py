@@ -116,13 +116,8 @@ class _Job:
         batch_size: int,
         specs: list[MetricSpec],
     ) -> None:
-        self.method, self.pair, self.videos = method, pair, videos
-        self.proto, self.n_frames, self.batch_size, self.specs = (
-            proto,
-            n_frames,
-            batch_size,
-            specs,
-        )
+        self.method, self.pair, self.videos, self.proto = method, pair, videos, proto
+        self.n_frames, self.batch_size, self.specs = n_frames, batch_size, specs
 
     def _source(self) -> np.ndarray:
         rec = self.videos[self.pair.source]
@@ -187,10 +182,6 @@ class _Job:
         return scorer.values(), heat, n
 
 
-def _choose_sources(proto: Protocol, n_frames: int) -> Callable[[VideoRecord, int], list[int]]:
-    return source_chooser(proto.source_selection, n_frames, proto.resolution)
-
-
 def run_protocol(
     proto: Protocol,
     opts: RunOptions,
@@ -214,7 +205,9 @@ def run_protocol(
     n_frames = min(x for x in (proto.frames, opts.max_frames) if x is not None)
     dataset: Dataset = load_dataset(opts.data, resolution=proto.resolution)
     videos = select_videos(proto, dataset, opts.max_videos)
-    pairs = make_pairs(proto, videos, _choose_sources(proto, n_frames))
+    pairs = make_pairs(
+        proto, videos, source_chooser(proto.source_selection, n_frames, proto.resolution)
+    )
     out = Path(opts.out)
     setup = {
         "protocol": {k: v for k, v in proto.to_dict().items() if k != "path"},
