@@ -156,22 +156,40 @@ WeightsOpt = Annotated[
     list[str] | None, typer.Option("--weights", help="NAME=PATH: use this weight file.")
 ]
 SaveOpt = Annotated[bool, typer.Option(help="Keep generated frames as PNG in the cache.")]
+IdBackendOpt = Annotated[
+    str, typer.Option(help="ID loss backend: irse50 (pSp ArcFace) or insightface.")
+]
+TemporalOpt = Annotated[
+    str,
+    typer.Option(help="AU/gaze/pose backend: landmarks (offline), openface (CSVs), pyfeat."),
+]
+OpenFaceOpt = Annotated[
+    Path | None,
+    typer.Option(help="OpenFace 2.0 CSVs: DIR/real/<video>.csv, DIR/fake/<method>/<job>.csv."),
+]
+BootstrapOpt = Annotated[
+    int, typer.Option(min=0, help="Bootstrap resamples for 95% intervals (0: off).")
+]
+
+
+def _metric_options(
+    id_backend: str, temporal_backend: str, openface_dir: Path | None
+) -> dict[str, str]:
+    options = {"id_backend": id_backend, "temporal_backend": temporal_backend}
+    if openface_dir is not None:
+        options["openface_dir"] = str(openface_dir)
+    return options
 
 
 def _run(
     default_protocol: str,
     protocol: str | None,
-    data: Path,
-    method: list[str],
-    out_dir: Path,
-    device: str,
-    batch_size: int,
-    max_videos: int | None,
-    max_frames: int | None,
+    overrides: dict[str, int],
     weights: list[str] | None,
-    save_frames: bool,
-    overrides: dict[str, int] | None = None,
+    metric_options: dict[str, str],
+    **options: object,
 ) -> None:
+    """Load the protocol, run it with ``RunOptions(**options)``, print the summary."""
     from reenactbench.protocol import load_protocol
     from reenactbench.runner import RunOptions, run_protocol
 
@@ -179,17 +197,7 @@ def _run(
         proto = load_protocol(protocol or default_protocol)
         if overrides:
             proto = dataclasses.replace(proto, **overrides)
-        opts = RunOptions(
-            data=data,
-            methods=list(method),
-            out=out_dir,
-            device=device,
-            batch_size=batch_size,
-            max_videos=max_videos,
-            max_frames=max_frames,
-            weights=_parse_weights(weights),
-            save_frames=save_frames,
-        )
+        opts = RunOptions(weights=_parse_weights(weights), metric_options=metric_options, **options)  # type: ignore[arg-type]
         with progress_bar() as bar:
             run_dir = run_protocol(proto, opts, on_progress=bar, on_message=_notice)
         _print_summary(run_dir)
@@ -228,20 +236,18 @@ def _protocol_command(default_protocol: str, table: str) -> Callable[..., None]:
         max_frames: MaxFramesOpt = None,
         weights: WeightsOpt = None,
         save_frames: SaveOpt = False,
+        id_backend: IdBackendOpt = "irse50",
+        temporal_backend: TemporalOpt = "landmarks",
+        openface_dir: OpenFaceOpt = None,
+        bootstrap: BootstrapOpt = 0,
     ) -> None:
         _run(
-            default_protocol,
-            protocol,
-            data,
-            method,
-            out_dir,
-            device,
-            batch_size,
-            max_videos,
-            max_frames,
-            weights,
-            save_frames,
-        )
+            default_protocol, protocol, {}, weights,
+            _metric_options(id_backend, temporal_backend, openface_dir),
+            data=data, methods=list(method), out=out_dir, device=device,
+            batch_size=batch_size, max_videos=max_videos, max_frames=max_frames,
+            save_frames=save_frames, bootstrap=bootstrap,
+        )  # fmt: skip
 
     command.__doc__ = f"{table} (protocol {default_protocol} unless --protocol)."
     return command
@@ -273,23 +279,19 @@ def robustness(
     max_frames: MaxFramesOpt = None,
     weights: WeightsOpt = None,
     save_frames: SaveOpt = False,
+    id_backend: IdBackendOpt = "irse50",
+    temporal_backend: TemporalOpt = "landmarks",
+    openface_dir: OpenFaceOpt = None,
+    bootstrap: BootstrapOpt = 0,
 ) -> None:
     """One-shot robustness: drivers x diverse source frames (paper Table 3, Fig. 1)."""
     overrides = {k: v for k, v in (("sources", sources), ("drivers", drivers)) if v is not None}
     _run(
-        "hdtf_robustness",
-        protocol,
-        data,
-        method,
-        out_dir,
-        device,
-        batch_size,
-        None,
-        max_frames,
-        weights,
-        save_frames,
-        overrides,
-    )
+        "hdtf_robustness", protocol, overrides, weights,
+        _metric_options(id_backend, temporal_backend, openface_dir),
+        data=data, methods=list(method), out=out_dir, device=device, batch_size=batch_size,
+        max_frames=max_frames, save_frames=save_frames, bootstrap=bootstrap,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- report
@@ -325,19 +327,37 @@ def score(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the result as JSON here ('-' for stdout).")
     ] = None,
+    device: DeviceOpt = "cpu",
+    batch_size: BatchOpt = 16,
+    weights: WeightsOpt = None,
+    id_backend: IdBackendOpt = "irse50",
+    temporal_backend: TemporalOpt = "landmarks",
+    openface_dir: Annotated[
+        Path | None,
+        typer.Option(help="OpenFace 2.0 CSVs: DIR/real/<video>.csv and DIR/fake/<video>.csv."),
+    ] = None,
 ) -> None:
-    """Score a folder of generated videos against ground truth."""
+    """Score a folder of generated videos against ground truth (same-identity)."""
     from reenactbench.files import write_json
+    from reenactbench.metrics.base import MetricContext
     from reenactbench.scoring import score_folders
 
     with user_errors(), progress_bar() as bar:
+        ctx = MetricContext(
+            device=device,
+            batch_size=batch_size,
+            weights=_parse_weights(weights),
+            options=_metric_options(id_backend, temporal_backend, openface_dir),
+        )
         result = score_folders(
             real,
             fake,
             metrics.split(","),
             resolution=resolution,
             max_frames=max_frames,
+            batch_size=batch_size,
             on_progress=bar,
+            ctx=ctx,
         )
     if json_out is not None and str(json_out) == "-":
         sys.stdout.write(json.dumps(result, indent=2) + "\n")

@@ -32,8 +32,9 @@ from reenactbench.errors import InputError, MethodError, WeightsMissing
 from reenactbench.files import save_npy, write_csv, write_json
 from reenactbench.methods import Method, check_output_frame, load_method, method_class
 from reenactbench.metrics import MetricSpec, resolve_metrics
+from reenactbench.metrics.base import JobPart, MetricContext
 from reenactbench.protocol import Pair, Protocol, make_pairs, select_videos
-from reenactbench.scoring import FrameScorer
+from reenactbench.scoring import JobScorer, build_evaluators, prepare_metrics, weight_flags
 from reenactbench.sources import source_chooser
 from reenactbench.summary import PER_VIDEO_COLUMNS, SUMMARY_COLUMNS, JobResult, summarise
 from reenactbench.video import RESIZE_MODE, iter_frames, resize, write_png_folder
@@ -59,6 +60,9 @@ class RunOptions:
         weights: weight name -> file overrides passed to methods.
         method_options: method name -> constructor options.
         save_frames: also keep generated frames as PNG in the cache (lossless).
+        metric_options: metric backend options (``id_backend``, ``temporal_backend``,
+            ``openface_dir``; docs/metrics.md).
+        bootstrap: bootstrap resamples for 95 % intervals in summary.csv (0: off).
     """
 
     data: Path
@@ -71,6 +75,8 @@ class RunOptions:
     weights: dict[str, Path] = field(default_factory=dict)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     save_frames: bool = False
+    metric_options: dict[str, str] = field(default_factory=dict)
+    bootstrap: int = 0
 
 
 def _git_commit() -> str | None:
@@ -114,29 +120,23 @@ class _Job:
         proto: Protocol,
         n_frames: int,
         batch_size: int,
-        specs: list[MetricSpec],
+        scorer: JobScorer,
     ) -> None:
         self.method, self.pair, self.videos, self.proto = method, pair, videos, proto
-        self.n_frames, self.batch_size, self.specs = n_frames, batch_size, specs
+        self.n_frames, self.batch_size, self.scorer = n_frames, batch_size, scorer
 
     def _source(self) -> np.ndarray:
+        """The source frame at its native size."""
         rec = self.videos[self.pair.source]
         try:
-            return next(
-                iter_frames(
-                    rec.path,
-                    max_frames=1,
-                    start=self.pair.source_frame,
-                    size=self.method.resolution,
-                )
-            )
+            return next(iter_frames(rec.path, max_frames=1, start=self.pair.source_frame))
         except InputError:
             raise InputError(
                 f"{rec.path}: has no frame {self.pair.source_frame} to use as source"
             ) from None
 
-    def run(self, frame_dir: Path | None) -> tuple[dict[str, np.ndarray], np.ndarray, int]:
-        """Returns per-frame metric values, the per-pixel L1 sum ``(E, E) float64`` over
+    def run(self, frame_dir: Path | None) -> tuple[dict[str, JobPart], np.ndarray, int]:
+        """Returns the evaluators' parts, the per-pixel L1 sum ``(E, E) float64`` over
         frames (mean over channels, 0..255), and the number of frames."""
         res, eval_res = self.method.resolution, self.proto.resolution
         truth: deque[np.ndarray] = deque()
@@ -147,7 +147,10 @@ class _Job:
                 truth.append(resize(frame, eval_res))
                 yield resize(frame, res)
 
-        scorer = FrameScorer(self.specs)
+        source = self._source()
+        self.scorer.begin(
+            resize(source, eval_res), (self.method.name, self.pair.key, self.pair.driving)
+        )
         heat = np.zeros((eval_res, eval_res), dtype=np.float64)
         fakes: list[np.ndarray] = []
         reals: list[np.ndarray] = []
@@ -156,7 +159,7 @@ class _Job:
         def flush() -> None:
             if fakes:
                 fake, real = np.stack(fakes), np.stack(reals)
-                scorer.add(fake, real)
+                self.scorer.add(fake, real)
                 heat[...] += np.abs(fake.astype(np.int16) - real).mean(axis=3).sum(axis=0)
                 if frame_dir is not None:
                     write_png_folder(fake, frame_dir, start=n - len(fake))
@@ -164,7 +167,7 @@ class _Job:
                 reals.clear()
 
         name = self.method.name
-        for out in self.method.reenact(self._source(), driving()):
+        for out in self.method.reenact(resize(source, res), driving()):
             out = check_output_frame(out, self.method)
             if not truth:
                 raise MethodError(
@@ -179,7 +182,7 @@ class _Job:
         flush()
         if truth or n == 0:
             raise MethodError(f"method {name!r} yielded {n} frames for {n + len(truth)} driving")
-        return scorer.values(), heat, n
+        return self.scorer.end(), heat, n
 
 
 def run_protocol(
@@ -227,9 +230,17 @@ def run_protocol(
                 "pass a new --out (or delete it to start over)"
             )
         say(f"resuming run in {out}")
-    for spec in specs:
-        if not spec.available:
-            say(f"skipped: metric {spec.key}: {spec.unavailable}")
+    ctx = MetricContext(
+        device=opts.device,
+        batch_size=opts.batch_size,
+        weights=opts.weights,
+        options=opts.metric_options,
+        kind=proto.kind,
+        fvd_clip=proto.fvd_clip,
+    )
+    runnable, skipped_metrics, weight_records = prepare_metrics(specs, ctx)
+    for key, reason in skipped_metrics.items():
+        say(f"skipped: metric {key}: {reason}")
     methods = list(dict.fromkeys([*previous.get("methods", []), *opts.methods]))
     write_csv(
         out / "pairs.csv",
@@ -242,7 +253,11 @@ def run_protocol(
         "protocol": proto.to_dict(),
         "methods": methods,
         "metrics": [s.key for s in specs],
-        "skipped_metrics": {s.key: s.unavailable for s in specs if not s.available},
+        "skipped_metrics": skipped_metrics,
+        "metric_options": dict(opts.metric_options),
+        "weights": weight_records,
+        "weight_flags": weight_flags(runnable, ctx, weight_records),
+        "bootstrap": opts.bootstrap,
         "device": opts.device,
         "batch_size": opts.batch_size,
         "versions": _versions(),
@@ -256,6 +271,7 @@ def run_protocol(
     write_json(run_json, info)
 
     by_name = dataset.by_name()
+    scorer: JobScorer | None = None  # built on the first job that needs computing
     results: dict[str, list[JobResult]] = {}
     total = len(opts.methods) * len(pairs)
     done = 0
@@ -268,7 +284,9 @@ def run_protocol(
             "options": options,
             "version": reenactbench.__version__,
             "setup": {k: setup[k] for k in ("frames", "resolution", "resize", "data")},
-            "metrics": sorted(s.key for s in specs if s.kind == "frame" and s.available),
+            "metrics": sorted(s.key for s in runnable),
+            "metric_options": dict(opts.metric_options),
+            "weights": {k: v["sha256"] for k, v in sorted(weight_records.items())},
         }
         method: Method | None = None
         seconds, frames_done = 0.0, 0
@@ -288,14 +306,16 @@ def run_protocol(
                         info["skipped_methods"][cls.name] = str(e)
                         say(f"skipped: method {cls.name}: {e}")
                         break
+                if scorer is None:
+                    scorer = JobScorer(build_evaluators(runnable, ctx))
                 t0 = time.perf_counter()
                 frame_dir = job_dir / "frames" if opts.save_frames else None
-                values, heat, n = _Job(
-                    method, pair, by_name, proto, n_frames, opts.batch_size, specs
+                parts, heat, n = _Job(
+                    method, pair, by_name, proto, n_frames, opts.batch_size, scorer
                 ).run(frame_dir)
                 seconds += time.perf_counter() - t0
                 frames_done += n
-                cached = JobResult(cls.name, pair, n, values)
+                cached = JobResult(cls.name, pair, n, parts)
                 cached.save(job_dir, fp)
                 if proto.kind == "robustness":
                     save_npy(job_dir / "heatmap.npy", (heat / n).astype(np.float32))
@@ -311,7 +331,7 @@ def run_protocol(
             }
     if proto.kind == "robustness":
         _write_heatmaps(out, pairs, results)
-    _write_tables(out, proto, specs, results, info)
+    _write_tables(out, proto, specs, results, info, final=True)
     info["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_json(run_json, info)
     return out
@@ -323,9 +343,19 @@ def _write_tables(
     specs: list[MetricSpec],
     results: dict[str, list[JobResult]],
     info: dict[str, Any],
+    final: bool = False,
 ) -> None:
+    """Rewrite per_video.csv and summary.csv from the finished jobs (bootstrap intervals
+    only at the end: they are the slow part)."""
     per_video, summary = summarise(
-        proto.kind, specs, results, info["skipped_methods"], n_jobs=len(info["setup"]["pairs"])
+        proto.kind,
+        specs,
+        results,
+        info["skipped_methods"],
+        info["skipped_metrics"],
+        n_jobs=len(info["setup"]["pairs"]),
+        bootstrap=info["bootstrap"] if final else 0,
+        weight_flags=info["weight_flags"],
     )
     write_csv(out / "per_video.csv", PER_VIDEO_COLUMNS, per_video)
     write_csv(out / "summary.csv", SUMMARY_COLUMNS, summary)

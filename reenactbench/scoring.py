@@ -1,8 +1,9 @@
-"""Frame-metric accumulation shared by the runner and ``reenactbench score``.
+"""Scoring shared by the runner and ``reenactbench score``: build each requested
+metric's evaluator once, then stream jobs through all of them.
 
-Works on ``(B, H, W, 3) uint8`` RGB batches at the evaluation resolution and keeps one
-float64 value per frame and metric (500 frames x a few metrics per video: tiny), so
-per-video and pooled means are exact and independent of the batch size.
+Works on ``(B, E, E, 3) uint8`` RGB batches at the evaluation resolution E. Metrics that
+cannot run (not implemented, weights or packages missing, backend options incomplete)
+are returned as ``skipped`` with their reason and never produce numbers.
 """
 
 from __future__ import annotations
@@ -15,43 +16,97 @@ from typing import Any
 import numpy as np
 
 from reenactbench.errors import InputError
-from reenactbench.metrics import MetricSpec, resolve_metrics
+from reenactbench.metrics import MetricSpec, get_metric, resolve_metrics
+from reenactbench.metrics.base import (
+    Evaluator,
+    JobPart,
+    MetricContext,
+    job_value,
+    merged_info,
+    pooled_value,
+)
 from reenactbench.video import RESIZE_MODE, iter_frames, list_videos
+from reenactbench.weights import weight_path, weight_record
 
-__all__ = ["FrameScorer", "pooled_mean", "score_folders"]
+__all__ = [
+    "JobScorer",
+    "build_evaluators",
+    "prepare_metrics",
+    "score_folders",
+    "weight_flags",
+]
 
 
-class FrameScorer:
-    """Per-frame values of the available frame metrics among ``specs``.
+def prepare_metrics(
+    specs: Sequence[MetricSpec], ctx: MetricContext
+) -> tuple[list[MetricSpec], dict[str, str], dict[str, dict[str, str]]]:
+    """Sort the requested metrics into those that can run with ``ctx`` and the rest.
 
-    Metrics that are unavailable or not frame-level are ignored here; the caller
-    reports them as skipped.
+    Returns:
+        ``(runnable specs, skipped {key: reason}, weights {name: record})`` where a
+        weight record is ``{"path", "sha256", "status": ok|unpinned|mismatch}``.
+        Nothing heavy is loaded: build evaluators with :func:`build_evaluators`.
     """
+    runnable: list[MetricSpec] = []
+    skipped: dict[str, str] = {}
+    weights: dict[str, dict[str, str]] = {}
+    for spec in specs:
+        reason = spec.why_not(ctx)
+        if reason:
+            skipped[spec.key] = reason
+            continue
+        for name in spec.needed_weights(ctx):
+            if name not in weights:
+                weights[name] = weight_record(name, weight_path(name, ctx.weights))
+        runnable.append(spec)
+    return runnable, skipped, weights
 
-    def __init__(self, specs: Sequence[MetricSpec]) -> None:
-        self.specs = [s for s in specs if s.kind == "frame" and s.available]
-        self._values: dict[str, list[np.ndarray]] = {s.key: [] for s in self.specs}
-        self.n_frames = 0
+
+def build_evaluators(specs: Sequence[MetricSpec], ctx: MetricContext) -> dict[str, Evaluator]:
+    """One evaluator per runnable metric (networks load here, once per run)."""
+    return {spec.key: spec.evaluator(ctx) for spec in specs}
+
+
+def weight_flags(
+    specs: Sequence[MetricSpec], ctx: MetricContext, records: dict[str, dict[str, str]]
+) -> dict[str, str]:
+    """Metric key -> e.g. ``"i3d unpinned"`` / ``"fid-inception sha256 MISMATCH"`` for
+    every metric whose weights are not verified against a published hash."""
+    flags: dict[str, str] = {}
+    for spec in specs:
+        notes = []
+        for name in spec.needed_weights(ctx):
+            status = records[name]["status"]
+            if status == "unpinned":
+                notes.append(f"{name} unpinned (sha256 {records[name]['sha256'][:12]})")
+            elif status == "mismatch":
+                notes.append(f"{name} sha256 MISMATCH")
+        if notes:
+            flags[spec.key] = "; ".join(notes)
+    return flags
+
+
+class JobScorer:
+    """Feeds one job's frames to every evaluator."""
+
+    def __init__(self, evaluators: dict[str, Evaluator]) -> None:
+        self.evaluators = evaluators
+
+    def begin(self, source: np.ndarray, job: tuple[str, str, str] | None = None) -> None:
+        """``source``: ``(E, E, 3) uint8``; ``job``: (method, job key, driving video) for
+        evaluators that read per-job inputs (OpenFace CSVs)."""
+        for ev in self.evaluators.values():
+            set_job = getattr(ev, "set_job", None)
+            if job is not None and callable(set_job):
+                set_job(*job)
+            ev.begin(source)
 
     def add(self, fake: np.ndarray, real: np.ndarray) -> None:
-        """Score one batch: ``fake``, ``real`` ``(B, H, W, 3) uint8`` of equal shape."""
-        for spec in self.specs:
-            assert spec.fn is not None
-            self._values[spec.key].append(np.asarray(spec.fn(fake, real), dtype=np.float64))
-        self.n_frames += len(fake)
+        for ev in self.evaluators.values():
+            ev.add(fake, real)
 
-    def values(self) -> dict[str, np.ndarray]:
-        """Metric key -> ``(N,) float64`` per-frame values, in frame order."""
-        return {
-            k: np.concatenate(v) if v else np.zeros(0, dtype=np.float64)
-            for k, v in self._values.items()
-        }
-
-
-def pooled_mean(per_frame: Sequence[np.ndarray]) -> float:
-    """Mean over all frames of several videos (frame-weighted, design §5)."""
-    allv = np.concatenate([np.asarray(v, dtype=np.float64) for v in per_frame])
-    return float(allv.mean()) if len(allv) else float("nan")
+    def end(self) -> dict[str, JobPart]:
+        return {key: ev.end() for key, ev in self.evaluators.items()}
 
 
 def _video_names(folder: Path) -> dict[str, Path]:
@@ -72,17 +127,24 @@ def score_folders(
     max_frames: int | None = None,
     batch_size: int = 16,
     on_progress: Callable[[str, int, int], None] | None = None,
+    ctx: MetricContext | None = None,
 ) -> dict[str, Any]:
     """Score every fake video against the real video of the same name.
 
     Both folders hold videos (files or frame folders) matched by name (file stem or
     folder name); every pair must have the same number of frames (after ``max_frames``).
-    Frames are resized (``video.resize``) to ``resolution`` before scoring.
+    Frames are resized (``video.resize``) to ``resolution`` before scoring. The first
+    real frame of each video plays the source (used by nothing in same-id scoring).
+
+    Args:
+        ctx: device, weight overrides and backend options (default: CPU, cache).
 
     Returns:
-        ``{"metrics": {key: pooled mean}, "skipped": {key: reason}, "per_video":
-        {video: {key: mean}}, "n_frames": N, "resolution": R, "resize": mode,
-        "backends": {}, "weights": {}}`` (the ``score --json`` schema, design §1).
+        ``{"metrics": {key: value}, "skipped": {key: reason}, "per_video": {video:
+        {key: value}}, "n_frames": N, "resolution": R, "resize": mode, "backends":
+        {key: info}, "weights": {name: sha256}}`` (the ``score --json`` schema,
+        design §1); frame metrics are pooled over frames, distribution metrics over
+        all videos' features, correlations averaged over videos.
 
     Raises:
         InputError: unmatched names, differing frame counts, unreadable videos.
@@ -101,11 +163,14 @@ def score_folders(
             f"{fake_dir} and {real_dir} do not match by name: {'; '.join(parts)}; "
             "name each fake video like its ground truth"
         )
-    per_frame: dict[str, list[np.ndarray]] = {s.key: [] for s in specs}
+    ctx = ctx or MetricContext(batch_size=batch_size)
+    runnable, skipped, weights = prepare_metrics(specs, ctx)
+    evaluators = build_evaluators(runnable, ctx)
+    scorer = JobScorer(evaluators)
+    by_metric: dict[str, list[JobPart]] = {k: [] for k in evaluators}
     per_video: dict[str, dict[str, float]] = {}
     n_total = 0
     for i, name in enumerate(sorted(real)):
-        scorer = FrameScorer(specs)
         fakes = iter_frames(fake[name], max_frames=max_frames, size=resolution)
         reals = iter_frames(real[name], max_frames=max_frames, size=resolution)
         buf_f: list[np.ndarray] = []
@@ -117,6 +182,8 @@ def score_folders(
                     f"{fake[name]}: frame count differs from {real[name]} (they differ after "
                     f"frame {n}); give both the same frames or pass --max-frames"
                 )
+            if n == 0:
+                scorer.begin(r, ("", name, name))  # OpenFace: DIR/fake/<video>.csv
             buf_f.append(f)
             buf_r.append(r)
             n += 1
@@ -126,20 +193,29 @@ def score_folders(
                 buf_r.clear()
         if buf_f:
             scorer.add(np.stack(buf_f), np.stack(buf_r))
-        values = scorer.values()
-        per_video[name] = {k: float(np.mean(v)) for k, v in values.items()}
-        for k, v in values.items():
-            per_frame[k].append(v)
+        parts = scorer.end()
+        per_video[name] = {}
+        for key, part in parts.items():
+            by_metric[key].append(part)
+            per_video[name][key] = job_value(get_metric(key).kind, part)
         n_total += n
         if on_progress:
             on_progress("score", i + 1, len(real))
+    values: dict[str, float] = {}
+    backends: dict[str, dict[str, Any]] = {}
+    for key, parts_ in by_metric.items():
+        values[key], info = pooled_value(get_metric(key).kind, parts_)
+        info.update(merged_info(parts_))
+        if info:
+            backends[key] = info
     return {
-        "metrics": {s.key: pooled_mean(per_frame[s.key]) for s in specs if s.available},
-        "skipped": {s.key: s.unavailable for s in specs if not s.available},
+        "metrics": values,
+        "skipped": skipped,
         "per_video": per_video,
         "n_frames": n_total,
         "resolution": resolution,
         "resize": RESIZE_MODE,
-        "backends": {},
-        "weights": {},
+        "backends": backends,
+        "weights": {name: rec["sha256"] for name, rec in weights.items()},
+        "weights_status": {name: rec["status"] for name, rec in weights.items()},
     }

@@ -5,8 +5,10 @@ arrows and units from one place and a requested metric that this version cannot 
 is reported as ``skipped: <reason>`` rather than silently dropped. A key that is not
 registered at all is a user error (:class:`MetricError`).
 
-Frame metrics (``kind="frame"``) are pure functions ``fn(fake, real) -> (N,) float64``
-on ``(N, H, W, 3) uint8`` RGB batches; the runner pools them over all frames.
+An implemented metric either has ``fn`` (a pure per-frame function ``fn(fake, real) ->
+(N,) float64`` on ``(N, H, W, 3) uint8`` RGB) or ``build`` (a factory of an
+:class:`~reenactbench.metrics.base.Evaluator` from a ``MetricContext``: networks, weight
+files, backends). How job parts aggregate is fixed by ``kind`` (metrics/base.py).
 """
 
 from __future__ import annotations
@@ -14,10 +16,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from reenactbench.errors import MetricError
+from reenactbench.errors import MetricError, ReenactbenchError
+
+if TYPE_CHECKING:
+    from reenactbench.metrics.base import Evaluator, MetricContext
 
 __all__ = [
     "PAPER_ORDER",
@@ -43,8 +49,12 @@ class MetricSpec:
         unit: unit or scale of the value (e.g. ``"dB"``, ``"0-255"``).
         kind: ``"frame"`` (per-frame values pooled over frames), ``"distribution"``
             (a set-level statistic) or ``"temporal"`` (per-video series statistic).
-        fn: the per-frame function for implemented frame metrics, else ``None``.
-        unavailable: why the metric cannot be computed in this version, or ``None``.
+        fn: the per-frame function of a simple frame metric.
+        build: factory ``build(ctx) -> Evaluator`` of any other implemented metric.
+        weights: weight registry names it needs (checked before building).
+        check: ``check(ctx) -> reason | None``: why it cannot run with these options
+            (a missing package, backend or input folder), checked before building.
+        unavailable: why this version cannot compute it at all, or ``None``.
     """
 
     key: str
@@ -53,11 +63,45 @@ class MetricSpec:
     unit: str
     kind: str = "frame"
     fn: FrameFn | None = None
+    build: Callable[[MetricContext], Evaluator] | None = None
+    weights: Callable[[MetricContext], tuple[str, ...]] | tuple[str, ...] = ()
+    check: Callable[[MetricContext], str | None] | None = None
     unavailable: str | None = None
 
     @property
     def available(self) -> bool:
-        return self.unavailable is None and (self.kind != "frame" or self.fn is not None)
+        """Implemented in this version (it may still lack weights at run time)."""
+        return self.unavailable is None and (self.fn is not None or self.build is not None)
+
+    def needed_weights(self, ctx: MetricContext) -> tuple[str, ...]:
+        return self.weights(ctx) if callable(self.weights) else self.weights
+
+    def why_not(self, ctx: MetricContext) -> str | None:
+        """Why the metric cannot run with ``ctx``, or ``None``: not implemented, an
+        option or package missing, or a weight file missing (with how to get it)."""
+        if not self.available:
+            return self.unavailable or "not implemented"
+        if self.check is not None:
+            reason = self.check(ctx)
+            if reason:
+                return reason
+        from reenactbench.weights import weight_path
+
+        for name in self.needed_weights(ctx):
+            try:
+                weight_path(name, ctx.weights)
+            except ReenactbenchError as e:
+                return str(e)
+        return None
+
+    def evaluator(self, ctx: MetricContext) -> Evaluator:
+        """A fresh evaluator (call ``why_not`` first)."""
+        from reenactbench.metrics.base import FrameFnEvaluator
+
+        if self.fn is not None:
+            return FrameFnEvaluator(self.fn)
+        assert self.build is not None, f"metric {self.key} is not implemented"
+        return self.build(ctx)
 
 
 _REGISTRY: dict[str, MetricSpec] = {}
