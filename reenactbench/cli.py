@@ -35,7 +35,9 @@ prepare_app = typer.Typer(help="Prepare a data set (FOMM-style crops).", no_args
 data_app = typer.Typer(help="Build built-in data sets.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 app.add_typer(prepare_app, name="prepare")
+weights_app = typer.Typer(help="Weight files: list, fetch, import, verify.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(weights_app, name="weights")
 
 out = Console(soft_wrap=True)  # paths and values are never wrapped
 err = Console(stderr=True, soft_wrap=True)  # one-line errors, even in pipes
@@ -292,6 +294,87 @@ def robustness(
         data=data, methods=list(method), out=out_dir, device=device, batch_size=batch_size,
         max_frames=max_frames, save_frames=save_frames, bootstrap=bootstrap,
     )  # fmt: skip
+
+
+# ---------------------------------------------------------------- weights
+def _weight_status(name: str) -> tuple[str, str]:
+    """(status, sha256 or '') of the cached file of ``name``."""
+    from reenactbench.weights import cached_path, check_file, sha256_file
+
+    path = cached_path(name)
+    if not path.is_file():
+        return "missing", ""
+    status = check_file(name, path)
+    return ("present" if status == "ok" else status), sha256_file(path)
+
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """Every weight file: status in the cache, where to get it, licence."""
+    from reenactbench.weights import WEIGHTS, weights_home
+
+    table = Table("name", "file", "status", "published sha256", "get it", "license", "used by",
+                  title=f"cache: {weights_home()}")  # fmt: skip
+    colour = {"present": "green", "missing": "red", "unpinned": "yellow", "mismatch": "red"}
+    for spec in WEIGHTS.values():
+        status, _ = _weight_status(spec.name)
+        shown = "present (unpinned)" if status == "unpinned" else status
+        shown = "checksum mismatch" if status == "mismatch" else shown
+        table.add_row(
+            spec.name, spec.filename, f"[{colour[status]}]{shown}[/{colour[status]}]",
+            spec.sha256 or "unpinned (none published)",
+            "weights fetch" if spec.url else escape(spec.page),
+            escape(spec.license), spec.used_by,
+        )  # fmt: skip
+    out.print(table)
+
+
+@weights_app.command("fetch")
+def weights_fetch(
+    name: Annotated[str, typer.Argument(help="Weight name (reenactbench weights list).")],
+    url: Annotated[str | None, typer.Option(help="Download from this URL instead.")] = None,
+) -> None:
+    """Download a weight file into the cache (resumable, verified)."""
+    from reenactbench.weights import fetch
+
+    with user_errors(), progress_bar() as bar:
+        path = fetch(name, on_progress=bar, url=url)
+    out.print(f"{name}: {path}")
+
+
+@weights_app.command("import")
+def weights_import(
+    name: Annotated[str, typer.Argument(help="Weight name (reenactbench weights list).")],
+    file: Annotated[Path, typer.Argument(help="The file you downloaded.")],
+    force: Annotated[
+        bool, typer.Option(help="Import even if the sha256 differs from the published one.")
+    ] = False,
+) -> None:
+    """Copy a weight file you already have into the cache under its official name."""
+    from reenactbench.weights import check_file, import_file
+
+    with user_errors():
+        path = import_file(name, file, force=force)
+        status = check_file(name, path)
+    out.print(f"{name}: {path} ({status})")
+
+
+@weights_app.command("verify")
+def weights_verify() -> None:
+    """Check every cached file against its published sha256; exit 1 on a mismatch."""
+    from reenactbench.weights import WEIGHTS
+
+    bad = False
+    table = Table("name", "status", "sha256")
+    for name in WEIGHTS:
+        status, digest = _weight_status(name)
+        if status != "missing":
+            table.add_row(name, status, digest)
+            bad |= status == "mismatch"
+    out.print(table)
+    if bad:
+        err.print("[red]error:[/red] checksum mismatch; re-fetch or re-import those files")
+        raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------- report
