@@ -14,7 +14,9 @@ DEMO_DATA := $(CACHE)/demo-data
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[faces,dev]'
+	# torch first, pinned: on this kind of machine that release lies on disk (fast install)
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[faces,insightface,dev]'
 	touch $@
 
 venv: $(VENV)/.installed

@@ -250,3 +250,37 @@ def test_same_data_at_another_path_resumes(
     (moved / "a_000" / "000000.png").unlink()  # different data: refused, not mixed
     with pytest.raises(InputError, match="different protocol, data"):
         run_protocol(proto, RunOptions(data=moved, methods=["static"], out=tmp_path / "r"))
+
+
+def test_bootstrap_interval_and_weight_flags(data: Path, tmp_path: Path) -> None:
+    from reenactbench.metrics import MetricSpec, register_metric
+    from reenactbench.metrics.registry import _REGISTRY
+
+    register_metric(
+        MetricSpec("l1_with_i3d_test", "T", False, "", "frame",
+                   fn=lambda f, r: np.abs(f.astype(float) - r).mean(axis=(1, 2, 3)),
+                   weights=("i3d",))
+    )  # fmt: skip
+    try:
+        weight = tmp_path / "i3d.pt"
+        weight.write_bytes(b"seeded stand-in")
+        proto = load_protocol(_protocol(tmp_path, "same-id", metrics=["l1", "l1_with_i3d_test"]))
+        out = run_protocol(
+            proto,
+            RunOptions(
+                data=data,
+                methods=["static"],
+                out=tmp_path / "b",
+                bootstrap=200,
+                weights={"i3d": weight},
+            ),
+        )
+    finally:
+        _REGISTRY.pop("l1_with_i3d_test")
+    s = _summary(out)
+    value, lo, hi = (float(s["static", "l1"][k]) for k in ("value", "ci_low", "ci_high"))
+    assert lo < value < hi
+    assert float(s["static", "l1_with_i3d_test"]["value"]) == pytest.approx(value)
+    assert "i3d unpinned" in json.loads(s["static", "l1_with_i3d_test"]["info"])["weights"]
+    run = json.loads((out / "run.json").read_text())
+    assert run["weights"]["i3d"]["status"] == "unpinned"

@@ -110,6 +110,18 @@ def _float(text: str) -> float | None:
     return None if math.isnan(value) else value
 
 
+def _info_text(raw: str) -> str:
+    """summary.csv's JSON ``info`` as one footnote line, e.g. ``backend: irse50;
+    excluded_frames: 12``."""
+    if not raw.strip():
+        return ""
+    try:
+        info = json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+    return "; ".join(f"{k}: {v}" for k, v in sorted(info.items()))
+
+
 def load_summary(path: Path) -> dict[tuple[str, str], Entry]:
     """Parse a ``summary.csv`` (columns ``method,metric,value,std,n,n_frames,note``).
 
@@ -137,7 +149,12 @@ def load_summary(path: Path) -> dict[tuple[str, str], Entry]:
                 raise InputError(f"{path}:{line}: duplicate row for {key[0]} / {key[1]}")
             try:
                 n = int(row["n"]) if row["n"].strip() else None
-                entries[key] = Entry(_float(row["value"]), _float(row["std"]), n, row["note"])
+                lo, hi = _float(row.get("ci_low") or ""), _float(row.get("ci_high") or "")
+                ci = (lo, hi) if lo is not None and hi is not None else None
+                entries[key] = Entry(
+                    _float(row["value"]), _float(row["std"]), n, row["note"], ci,
+                    _info_text(row.get("info") or ""),
+                )  # fmt: skip
             except ValueError as e:
                 raise InputError(f"{path}:{line}: {e}; fix or re-run the run") from None
     return entries

@@ -68,6 +68,8 @@ class Entry:
     std: float | None = None
     n: int | None = None
     note: str = ""
+    ci: tuple[float, float] | None = None  #: bootstrap 95 % interval, if computed
+    info: str = ""  #: facts recorded with the number (backend, exclusions), one line
 
     @property
     def skipped(self) -> bool:
@@ -261,8 +263,13 @@ def _cells(
             text = escape(format_value(table.kind, metric, entry.value, entry.std))
             if bold and row.source == "ours" and entry.value == _best(table, metric):
                 text = bold(text)
+            if entry.ci is not None:
+                lo, hi = (format_value(table.kind, metric, v) for v in entry.ci)
+                text += escape(f" [{lo}, {hi}]")
         if entry.note or entry.value is None:
             text += mark(notes.number(entry.note))
+        if entry.info and not entry.skipped:
+            text += mark(notes.number(entry.info))
         out.append(text)
     return out
 
