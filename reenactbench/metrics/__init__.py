@@ -3,7 +3,7 @@
 ``metric_keys()`` lists them in the paper's column order (``PAPER_ORDER``).
 """
 
-from reenactbench.metrics import pixel
+from reenactbench.metrics import fvd, pixel
 from reenactbench.metrics.registry import (
     PAPER_ORDER,
     MetricSpec,
@@ -18,6 +18,7 @@ __all__ = [
     "MetricSpec",
     "get_metric",
     "metric_keys",
+    "fvd",
     "pixel",
     "register_metric",
     "resolve_metrics",

@@ -148,13 +148,17 @@ def _stats(rows: np.ndarray) -> GaussianStats:
 
 
 def job_value(kind: str, part: JobPart) -> float:
-    """The value of one job (a per_video.csv entry; one run of the robustness study)."""
+    """The value of one job (a per_video.csv entry; one run of the robustness study).
+    NaN when undefined: no usable frame, fewer than 2 feature rows (a covariance needs
+    two), or no non-constant series."""
     if kind == "frame":
         assert part.values is not None
         v = part.values[~np.isnan(part.values)]
         return float(v.mean()) if len(v) else float("nan")
     assert part.fake is not None and part.real is not None
     if kind == "distribution":
+        if min(len(part.fake), len(part.real)) < 2:  # e.g. one 16-frame FVD clip
+            return float("nan")
         return frechet_distance(_stats(part.fake), _stats(part.real))
     return pearson_over_time(part.fake, part.real)[0]
 
