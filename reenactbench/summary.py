@@ -66,7 +66,7 @@ class JobResult:
             for side in ("fake", "real"):
                 value = getattr(part, side)
                 if value is not None:
-                    arrays[f"{key}.{side}"] = np.asarray(value, dtype=np.float32)
+                    arrays[f"{key}.{side}"] = np.asarray(value)  # stored losslessly
         if arrays:
             buf = io.BytesIO()
             np.savez(buf, **arrays)

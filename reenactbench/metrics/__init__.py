@@ -3,7 +3,7 @@
 ``metric_keys()`` lists them in the paper's column order (``PAPER_ORDER``).
 """
 
-from reenactbench.metrics import fvd, pixel
+from reenactbench.metrics import fvd, pixel, temporal
 from reenactbench.metrics.registry import (
     PAPER_ORDER,
     MetricSpec,
@@ -20,6 +20,7 @@ __all__ = [
     "metric_keys",
     "fvd",
     "pixel",
+    "temporal",
     "register_metric",
     "resolve_metrics",
 ]
