@@ -3,7 +3,7 @@
 ``metric_keys()`` lists them in the paper's column order (``PAPER_ORDER``).
 """
 
-from reenactbench.metrics import fvd, pixel, temporal
+from reenactbench.metrics import fvd, identity, pixel, temporal
 from reenactbench.metrics.registry import (
     PAPER_ORDER,
     MetricSpec,
@@ -19,6 +19,7 @@ __all__ = [
     "get_metric",
     "metric_keys",
     "fvd",
+    "identity",
     "pixel",
     "temporal",
     "register_metric",
