@@ -356,6 +356,7 @@ def _write_tables(
         n_jobs=len(info["setup"]["pairs"]),
         bootstrap=info["bootstrap"] if final else 0,
         weight_flags=info["weight_flags"],
+        final=final,
     )
     write_csv(out / "per_video.csv", PER_VIDEO_COLUMNS, per_video)
     write_csv(out / "summary.csv", SUMMARY_COLUMNS, summary)

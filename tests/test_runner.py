@@ -69,9 +69,10 @@ def test_same_id_values_match_direct_computation(data: Path, tmp_path: Path) -> 
     assert float(summary["oracle", "l1"]["value"]) == 0.0
     assert float(summary["oracle", "ssim"]["value"]) == 1.0
     assert summary["oracle", "psnr"]["value"] == "inf"
-    # an unimplemented metric is skipped with its reason, never a number
+    # a metric whose weights are missing is skipped with how to get them, never a number
     assert summary["static", "lpips"]["value"] == ""
-    assert summary["static", "lpips"]["note"].startswith("skipped: not implemented")
+    assert summary["static", "lpips"]["note"].startswith("skipped: weights missing: lpips-alex")
+    assert "reenactbench weights import lpips-alex" in summary["static", "lpips"]["note"]
     with (out / "per_video.csv").open() as f:
         rows = [r for r in csv.DictReader(f) if r["method"] == "static" and r["metric"] == "psnr"]
     assert len(rows) == 6

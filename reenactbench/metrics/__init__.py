@@ -3,7 +3,7 @@
 ``metric_keys()`` lists them in the paper's column order (``PAPER_ORDER``).
 """
 
-from reenactbench.metrics import fvd, identity, pixel, temporal
+from reenactbench.metrics import fid, fvd, identity, lpips, pixel, temporal
 from reenactbench.metrics.registry import (
     PAPER_ORDER,
     MetricSpec,
@@ -18,8 +18,10 @@ __all__ = [
     "MetricSpec",
     "get_metric",
     "metric_keys",
+    "fid",
     "fvd",
     "identity",
+    "lpips",
     "pixel",
     "temporal",
     "register_metric",

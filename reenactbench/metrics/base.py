@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from reenactbench.metrics.frechet import GaussianStats, frechet_distance
+from reenactbench.metrics.frechet import GaussianStats, frechet_distance, frechet_from_rows
 
 __all__ = [
     "MetricContext",
@@ -159,7 +159,7 @@ def job_value(kind: str, part: JobPart) -> float:
     if kind == "distribution":
         if min(len(part.fake), len(part.real)) < 2:  # e.g. one 16-frame FVD clip
             return float("nan")
-        return frechet_distance(_stats(part.fake), _stats(part.real))
+        return frechet_from_rows(part.fake, part.real)
     return pearson_over_time(part.fake, part.real)[0]
 
 
