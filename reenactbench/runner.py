@@ -271,6 +271,7 @@ def run_protocol(
     write_json(run_json, info)
 
     by_name = dataset.by_name()
+    kinds = {s.key: s.kind for s in runnable}
     scorer: JobScorer | None = None  # built on the first job that needs computing
     results: dict[str, list[JobResult]] = {}
     total = len(opts.methods) * len(pairs)
@@ -319,6 +320,7 @@ def run_protocol(
                 cached.save(job_dir, fp)
                 if proto.kind == "robustness":
                     save_npy(job_dir / "heatmap.npy", (heat / n).astype(np.float32))
+            cached.release_rows(kinds)
             results[cls.name].append(cached)
             done += 1
             _write_tables(out, proto, specs, results, info)

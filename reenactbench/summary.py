@@ -57,17 +57,41 @@ class JobResult:
     pair: Pair
     n_frames: int
     parts: dict[str, JobPart]
+    job_dir: Path | None = None  #: where it is stored (set by save / load)
     _values: dict[str, float] = field(default_factory=dict, repr=False)
+    _released: set[str] = field(default_factory=set, repr=False)
 
     def value(self, key: str, kind: str) -> float:
         """The job value of metric ``key`` (computed once: a Fréchet distance is costly)."""
         if key not in self._values:
-            self._values[key] = job_value(kind, self.parts[key])
+            self._values[key] = job_value(kind, self.full_part(key))
         return self._values[key]
+
+    def release_rows(self, kinds: dict[str, str]) -> None:
+        """Compute the job values of distribution metrics, then drop their feature rows
+        from memory (:meth:`full_part` reads them back from disk when the pooled value
+        is computed), so a run's memory does not grow with its number of jobs."""
+        assert self.job_dir is not None, "save or load the result first"
+        for key, part in self.parts.items():
+            if kinds.get(key) == "distribution" and part.fake is not None:
+                self.value(key, "distribution")
+                part.fake = part.real = None
+                self._released.add(key)
+
+    def full_part(self, key: str) -> JobPart:
+        """The part of ``key`` with its feature rows (read from ``parts.npz`` if released)."""
+        part = self.parts[key]
+        if key not in self._released:
+            return part
+        assert self.job_dir is not None
+        with np.load(self.job_dir / "parts.npz") as z:
+            fake, real = z.get(f"{key}.fake"), z.get(f"{key}.real")
+        return JobPart(values=part.values, fake=fake, real=real, info=part.info)
 
     def save(self, job_dir: Path, fingerprint: str) -> None:
         """``result.json`` (per-frame values, info) + ``parts.npz`` (features, series);
         the JSON is written last, so its presence marks a complete job."""
+        self.job_dir = job_dir
         arrays = {}
         for key, part in self.parts.items():
             for side in ("fake", "real"):
@@ -120,7 +144,7 @@ class JobResult:
                 info=info,
             )
         pair = Pair(data["driving"], data["source"], int(data["source_frame"]))
-        return cls(data["method"], pair, int(data["n_frames"]), parts)
+        return cls(data["method"], pair, int(data["n_frames"]), parts, job_dir)
 
 
 def _std(x: np.ndarray) -> float | None:
@@ -215,7 +239,8 @@ def summarise(
             elif spec.kind == "distribution" and not final:
                 value, info = None, merged_info(parts)
             else:
-                value, info = pooled_value(spec.kind, parts)
+                stream = (j.full_part(spec.key) for j in done)  # one job's rows at a time
+                value, info = pooled_value(spec.kind, stream)
                 info = {**merged_info(parts), **info}
             if spec.key in weight_flags:
                 info["weights"] = weight_flags[spec.key]

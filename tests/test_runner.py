@@ -285,3 +285,52 @@ def test_bootstrap_interval_and_weight_flags(data: Path, tmp_path: Path) -> None
     assert "i3d unpinned" in json.loads(s["static", "l1_with_i3d_test"]["info"])["weights"]
     run = json.loads((out / "run.json").read_text())
     assert run["weights"]["i3d"]["status"] == "unpinned"
+
+
+class _ColourFeatures:
+    """A cheap distribution metric: per-frame mean colour + its square as features."""
+
+    def begin(self, source: np.ndarray) -> None:
+        self.fake: list[np.ndarray] = []
+        self.real: list[np.ndarray] = []
+
+    def add(self, fake: np.ndarray, real: np.ndarray) -> None:
+        for frames, out in ((fake, self.fake), (real, self.real)):
+            m = frames.reshape(len(frames), -1, 3).mean(axis=1)
+            out.append(np.concatenate([m, m**2 / 255], axis=1))
+
+    def end(self):
+        from reenactbench.metrics.base import JobPart
+
+        return JobPart(fake=np.concatenate(self.fake), real=np.concatenate(self.real))
+
+
+def test_distribution_metric_pooled_over_all_jobs_and_resumed(data: Path, tmp_path: Path) -> None:
+    from reenactbench.metrics import MetricSpec, register_metric
+    from reenactbench.metrics.frechet import frechet_from_rows
+    from reenactbench.metrics.registry import _REGISTRY
+
+    register_metric(MetricSpec("colour_fd_test", "CFD", False, "", "distribution",
+                               build=lambda ctx: _ColourFeatures()))  # fmt: skip
+    try:
+        proto = load_protocol(_protocol(tmp_path, "same-id", metrics=["colour_fd_test"]))
+        opts = RunOptions(data=data, methods=["static"], out=tmp_path / "d")
+        out = run_protocol(proto, opts)
+        first = (out / "summary.csv").read_text()
+        ev = _ColourFeatures()
+        fakes, reals = [], []
+        for name in NAMES:
+            frames = read_frames(data / name, max_frames=5, size=256)
+            ev.begin(frames[0])
+            ev.add(np.repeat(frames[:1], 5, axis=0), frames)
+            part = ev.end()
+            fakes.append(part.fake)
+            reals.append(part.real)
+        expected = frechet_from_rows(np.concatenate(fakes), np.concatenate(reals))
+        value = float(_summary(out)["static", "colour_fd_test"]["value"])
+        assert value == pytest.approx(expected, rel=1e-6)
+        shutil.rmtree(next((out / "cache" / "static").iterdir()))
+        run_protocol(proto, opts)  # one job recomputed, the rest read back from disk
+        assert (out / "summary.csv").read_text() == first
+    finally:
+        _REGISTRY.pop("colour_fd_test")

@@ -22,7 +22,7 @@ metrics share one extractor (e.g. the face-attribute series of the correlations)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -163,8 +163,11 @@ def job_value(kind: str, part: JobPart) -> float:
     return pearson_over_time(part.fake, part.real)[0]
 
 
-def pooled_value(kind: str, parts: list[JobPart]) -> tuple[float, dict[str, Any]]:
-    """The value over all jobs (Tables 1-2) and facts about it (excluded counts)."""
+def pooled_value(kind: str, parts: Iterable[JobPart]) -> tuple[float, dict[str, Any]]:
+    """The value over all jobs (Tables 1-2) and facts about it (excluded counts).
+
+    ``parts`` is iterated once; for distribution metrics it may be a generator that
+    loads one job's features at a time (memory: two D x D sums plus one job)."""
     if kind == "frame":
         allv = np.concatenate([p.values for p in parts if p.values is not None])
         keep = ~np.isnan(allv)
@@ -175,8 +178,13 @@ def pooled_value(kind: str, parts: list[JobPart]) -> tuple[float, dict[str, Any]
         fake = real = None
         for p in parts:
             assert p.fake is not None and p.real is not None
-            fake = _stats(p.fake) if fake is None else fake.merged(_stats(p.fake))
-            real = _stats(p.real) if real is None else real.merged(_stats(p.real))
+            if fake is None or real is None:
+                fake, real = (
+                    GaussianStats.empty(p.fake.shape[1]),
+                    GaussianStats.empty(p.real.shape[1]),
+                )
+            fake.add(p.fake)
+            real.add(p.real)
         assert fake is not None and real is not None
         return frechet_distance(fake, real), {"n_fake": fake.n, "n_real": real.n}
     values, excluded = [], 0
