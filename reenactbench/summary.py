@@ -239,8 +239,10 @@ def summarise(
             elif spec.kind == "distribution" and not final:
                 value, info = None, merged_info(parts)
             else:
-                stream = (j.full_part(spec.key) for j in done)  # one job's rows at a time
-                value, info = pooled_value(spec.kind, stream)
+                if spec.kind == "distribution":  # one job's feature rows at a time
+                    value, info = pooled_value(spec.kind, (j.full_part(spec.key) for j in done))
+                else:
+                    value, info = pooled_value(spec.kind, parts)
                 info = {**merged_info(parts), **info}
             if spec.key in weight_flags:
                 info["weights"] = weight_flags[spec.key]
