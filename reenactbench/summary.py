@@ -252,6 +252,8 @@ def summarise(
                 note = f"partial: {len(done)}/{n_jobs} jobs"
             elif value is None:
                 note = "pending: computed when the run ends"
+            elif np.isnan(value):
+                note = "undefined: no job gave a value (see info: excluded frames or series)"
             summary.append(
                 {
                     **row,

@@ -124,3 +124,11 @@ def test_folder_dataset_and_mapping(tmp_path: Path) -> None:
     assert {v.identity for v in load_dataset(root).videos} == {"x"}
     with pytest.raises(InputError, match="data folder not found"):
         load_dataset(tmp_path / "missing")
+
+
+def test_paper_column_order_of_table2() -> None:
+    from reenactbench.metrics import PAPER_ORDER
+
+    cross = load_protocol("hdtf_cross_id").metrics
+    assert sorted(cross, key=PAPER_ORDER.index) == [
+        "fid", "fvd", "fvd_mouth", "au_gaze_corr", "pose_corr"]  # fmt: skip

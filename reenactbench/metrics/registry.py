@@ -132,7 +132,7 @@ def get_metric(key: str) -> MetricSpec:
         raise MetricError(f"unknown metric {key!r}; known metrics: {known}") from None
 
 
-#: The paper's column order (Table 1, then Table 2's combined correlation).
+#: The paper's column order (Table 1; Table 2 puts rho_AU+GZ before rho_pose).
 PAPER_ORDER = (
     "l1",
     "lpips",
@@ -144,8 +144,8 @@ PAPER_ORDER = (
     "fvd_mouth",
     "au_corr",
     "gaze_corr",
-    "pose_corr",
     "au_gaze_corr",
+    "pose_corr",
 )
 
 

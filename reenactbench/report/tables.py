@@ -257,7 +257,7 @@ def _cells(
             out.append(escape(MISSING))
             continue
         if entry.skipped:
-            text = "skipped"
+            text = "n/a" if entry.note.startswith("undefined") else "skipped"
         else:
             assert entry.value is not None
             text = escape(format_value(table.kind, metric, entry.value, entry.std))
