@@ -28,7 +28,7 @@ import numpy as np
 
 import reenactbench
 from reenactbench.data.dataset import Dataset, VideoRecord, load_dataset
-from reenactbench.errors import InputError, MethodError, WeightsMissing
+from reenactbench.errors import InputError, MethodError, ReenactbenchError, WeightsMissing
 from reenactbench.files import save_npy, write_csv, write_json
 from reenactbench.methods import Method, check_output_frame, load_method, method_class
 from reenactbench.metrics import MetricSpec, resolve_metrics
@@ -38,6 +38,7 @@ from reenactbench.scoring import JobScorer, build_evaluators, prepare_metrics, w
 from reenactbench.sources import source_chooser
 from reenactbench.summary import PER_VIDEO_COLUMNS, SUMMARY_COLUMNS, JobResult, summarise
 from reenactbench.video import RESIZE_MODE, iter_frames, resize, write_png_folder
+from reenactbench.weights import weight_path, weight_record
 
 __all__ = ["RunOptions", "run_protocol", "ProgressFn", "MessageFn"]
 
@@ -279,6 +280,13 @@ def run_protocol(
     for name in opts.methods:
         cls = method_class(name)
         options = opts.method_options.get(name, {})
+        for weight in cls.weights:  # record the files a method will use, with checksums
+            try:
+                info["weights"].setdefault(
+                    weight, weight_record(weight, weight_path(weight, opts.weights))
+                )
+            except ReenactbenchError:
+                continue  # missing: the method reports it when it is loaded
         fp_base = {
             "method": cls.name,
             "target": f"{cls.__module__}:{cls.__qualname__}",
@@ -288,6 +296,9 @@ def run_protocol(
             "metrics": sorted(s.key for s in runnable),
             "metric_options": dict(opts.metric_options),
             "weights": {k: v["sha256"] for k, v in sorted(weight_records.items())},
+            "method_weights": {
+                w: info["weights"][w]["sha256"] for w in cls.weights if w in info["weights"]
+            },
         }
         method: Method | None = None
         seconds, frames_done = 0.0, 0
