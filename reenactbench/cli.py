@@ -35,7 +35,9 @@ prepare_app = typer.Typer(help="Prepare a data set (FOMM-style crops).", no_args
 data_app = typer.Typer(help="Build built-in data sets.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 app.add_typer(prepare_app, name="prepare")
-weights_app = typer.Typer(help="Weight files: list, fetch, import, verify.", no_args_is_help=True)
+weights_app = typer.Typer(
+    help="Weight files: list, fetch, import, verify, convert.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 app.add_typer(weights_app, name="weights")
 
@@ -357,6 +359,21 @@ def weights_import(
         path = import_file(name, file, force=force)
         status = check_file(name, path)
     out.print(f"{name}: {path} ({status})")
+
+
+@weights_app.command("convert")
+def weights_convert(
+    src: Annotated[Path, typer.Argument(help="NVIDIA stylegan2-ada / stylegan3 network pickle.")],
+    dst: Annotated[Path, typer.Argument(help="Output .pt file (or folder) in rosinality layout.")],
+    size: Annotated[int | None, typer.Option(help="Expected resolution (checked).")] = None,
+) -> None:
+    """Convert NVIDIA's official StyleGAN2 pickle (G_ema) to rosinality's layout
+    (g_ema, latent_avg) without executing any code from the pickle."""
+    from reenactbench.nn.convert_nvidia import convert_nvidia_pickle
+
+    with user_errors():
+        path = convert_nvidia_pickle(src, dst, size=size)
+    out.print(f"converted: {path} (reenactbench weights import stylegan2-ffhq {path})")
 
 
 @weights_app.command("verify")
