@@ -104,6 +104,50 @@ def _notice(message: str) -> None:
         err.print(f"[{colour}]{escape(message)}[/{colour}]")
 
 
+MethodOptionOpt = Annotated[
+    list[str] | None,
+    typer.Option("--option", help="KEY=VALUE passed to the method's constructor (repeatable)."),
+]
+
+
+def _parse_method_options(items: list[str] | None) -> dict[str, object]:
+    """``KEY=VALUE`` items; values that parse as int or float become numbers."""
+    found: dict[str, object] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--option {item!r}: expected KEY=VALUE, e.g. batch_size=8")
+        value: object = raw
+        for cast in (int, float):
+            try:
+                value = cast(raw)
+                break
+            except ValueError:
+                continue
+        found[key.replace("-", "_")] = value
+    return found
+
+
+RunMethodOptionOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--method-option", help="METHOD:KEY=VALUE for one method's constructor (repeatable)."
+    ),
+]
+
+
+def _parse_run_method_options(items: list[str] | None) -> dict[str, dict[str, object]]:
+    """``METHOD:KEY=VALUE`` items -> {method: {key: value}}."""
+    found: dict[str, dict[str, object]] = {}
+    for item in items or []:
+        left, eq, value = item.partition("=")
+        method, sep, key = left.rpartition(":")  # METHOD may itself be module:Class
+        if not (eq and sep and method and key):
+            raise InputError(f"--method-option {item!r}: expected METHOD:KEY=VALUE")
+        found.setdefault(method, {}).update(_parse_method_options([f"{key}={value}"]))
+    return found
+
+
 def _parse_weights(items: list[str] | None) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for item in items or []:
@@ -244,6 +288,7 @@ def _protocol_command(default_protocol: str, table: str) -> Callable[..., None]:
         temporal_backend: TemporalOpt = "landmarks",
         openface_dir: OpenFaceOpt = None,
         bootstrap: BootstrapOpt = 0,
+        method_option: RunMethodOptionOpt = None,
     ) -> None:
         _run(
             default_protocol, protocol, {}, weights,
@@ -251,6 +296,7 @@ def _protocol_command(default_protocol: str, table: str) -> Callable[..., None]:
             data=data, methods=list(method), out=out_dir, device=device,
             batch_size=batch_size, max_videos=max_videos, max_frames=max_frames,
             save_frames=save_frames, bootstrap=bootstrap,
+            method_options=_parse_run_method_options(method_option),
         )  # fmt: skip
 
     command.__doc__ = f"{table} (protocol {default_protocol} unless --protocol)."
@@ -287,6 +333,7 @@ def robustness(
     temporal_backend: TemporalOpt = "landmarks",
     openface_dir: OpenFaceOpt = None,
     bootstrap: BootstrapOpt = 0,
+    method_option: RunMethodOptionOpt = None,
 ) -> None:
     """One-shot robustness: drivers x diverse source frames (paper Table 3, Fig. 1)."""
     overrides = {k: v for k, v in (("sources", sources), ("drivers", drivers)) if v is not None}
@@ -295,6 +342,7 @@ def robustness(
         _metric_options(id_backend, temporal_backend, openface_dir),
         data=data, methods=list(method), out=out_dir, device=device, batch_size=batch_size,
         max_frames=max_frames, save_frames=save_frames, bootstrap=bootstrap,
+        method_options=_parse_run_method_options(method_option),
     )  # fmt: skip
 
 
@@ -488,11 +536,19 @@ def reenact(
     device: DeviceOpt = "cpu",
     max_frames: MaxFramesOpt = None,
     weights: WeightsOpt = None,
+    edit: Annotated[
+        str | None,
+        typer.Option(help="Latent edit for methods that support it: DIRECTION_FILE=STRENGTH."),
+    ] = None,
+    option: MethodOptionOpt = None,
 ) -> None:
     """Re-enact one source with one driving video."""
     from reenactbench.reenact import reenact_file
 
     with user_errors(), progress_bar() as bar:
+        options = _parse_method_options(option)
+        if edit is not None:
+            options["edit"] = edit
         n = reenact_file(
             method,
             source,
@@ -502,6 +558,7 @@ def reenact(
             max_frames=max_frames,
             weights=_parse_weights(weights),
             on_progress=bar,
+            **options,
         )
     err.print(f"wrote {n} frames to {out_path}")
 
