@@ -201,7 +201,27 @@ WEIGHTS: dict[str, WeightSpec] = {
             "train it: reenactbench train hybrid (docs/hybrid.md)",
             "weights you train",
             "torch dict (reenactbench hybrid checkpoint)",
-            "hybrid",
+            "hybrid, hybrid-no-cma, hybrid-pti",
+        ),
+        WeightSpec(
+            "hybrid-hdtf-no-idreg",
+            "hybrid-hdtf-no-idreg.pt",
+            None,
+            None,
+            "train it: reenactbench train hybrid with [loss] idreg = false (docs/hybrid.md)",
+            "weights you train",
+            "torch dict (reenactbench hybrid checkpoint)",
+            "hybrid-no-idreg (ablation)",
+        ),
+        WeightSpec(
+            "hybrid-hdtf-no-hybrid",
+            "hybrid-hdtf-no-hybrid.pt",
+            None,
+            None,
+            "train it: reenactbench train hybrid with [latent] hybrid = false (docs/hybrid.md)",
+            "weights you train",
+            "torch dict (reenactbench hybrid checkpoint)",
+            "hybrid-no-hybrid (ablation)",
         ),
     )
 }
