@@ -39,7 +39,9 @@ weights_app = typer.Typer(
     help="Weight files: list, fetch, import, verify, convert.", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
+train_app = typer.Typer(help="Train a method (the hybrid encoder).", no_args_is_help=True)
 app.add_typer(weights_app, name="weights")
+app.add_typer(train_app, name="train")
 
 out = Console(soft_wrap=True)  # paths and values are never wrapped
 err = Console(stderr=True, soft_wrap=True)  # one-line errors, even in pipes
@@ -561,6 +563,38 @@ def reenact(
             **options,
         )
     err.print(f"wrote {n} frames to {out_path}")
+
+
+# ---------------------------------------------------------------- train
+@train_app.command("hybrid")
+def train_hybrid_cmd(
+    config: Annotated[str, typer.Option(help="paper, tiny, or a config .toml file.")],
+    data: DataOpt,
+    out_dir: Annotated[Path, typer.Option("--out", help="Checkpoint / log folder.")],
+    stage: Annotated[
+        int, typer.Option(min=1, max=2, help="1: whole encoder; 2: heads only, F frozen.")
+    ] = 1,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
+    max_iters: Annotated[
+        int | None, typer.Option(min=1, help="Stop at this step of the stage.")
+    ] = None,
+    init: Annotated[
+        Path | None, typer.Option(help="Stage 2: the stage-1 checkpoint (default OUT/stage1.pt).")
+    ] = None,
+    device: DeviceOpt = "cpu",
+    weights: WeightsOpt = None,
+) -> None:
+    """Two-stage training of the hybrid encoder (paper Sec. 3.2, docs/hybrid.md)."""
+    from reenactbench.baselines.hybrid.config import load_config
+    from reenactbench.baselines.hybrid.train import train_hybrid
+
+    with user_errors(), progress_bar() as bar:
+        path = train_hybrid(
+            load_config(config), data, out_dir, stage=stage, resume=resume,
+            max_iters=max_iters, device=device, on_progress=bar,
+            weights=_parse_weights(weights), init=init,
+        )  # fmt: skip
+    out.print(str(path))
 
 
 # ---------------------------------------------------------------- data

@@ -114,7 +114,7 @@ class MethodInfo:
     target: str
     resolution: int
     weights: tuple[str, ...]
-    unavailable: str | None  #: why it cannot run here, or None
+    unavailable: str | None  #: why it cannot run here (dependency or weights), or None
 
 
 def method_info(name_or_path: str) -> MethodInfo:
@@ -126,7 +126,25 @@ def method_info(name_or_path: str) -> MethodInfo:
         return MethodInfo(name_or_path, target, 0, (), str(e))
     check = getattr(cls, "unavailable", None)
     reason = check() if callable(check) else None
+    if reason is None:
+        reason = _missing_weights(tuple(cls.weights))
     return MethodInfo(cls.name, target, int(cls.resolution), tuple(cls.weights), reason)
+
+
+def _missing_weights(names: tuple[str, ...]) -> str | None:
+    """``"weights missing: a, b (reenactbench weights list)"`` or ``None``."""
+    from reenactbench.errors import ReenactbenchError
+    from reenactbench.weights import weight_path
+
+    missing = []
+    for name in names:
+        try:
+            weight_path(name)
+        except ReenactbenchError:
+            missing.append(name)
+    if not missing:
+        return None
+    return f"weights missing: {', '.join(missing)} (reenactbench weights list)"
 
 
 def load_method(

@@ -147,6 +147,7 @@ def test_layout_matches_upstream(name: str, config: dict[str, int]) -> None:
         config["style_dim"],
         config["n_mlp"],
         config.get("channel_multiplier", 2),
+        0,  # max_channels: rosinality's full channel table
     )
 
 

@@ -345,8 +345,10 @@ class Generator(nn.Module):
         channel_multiplier: int = 2,
         blur_kernel: Sequence[float] = (1, 3, 3, 1),
         lr_mlp: float = 0.01,
+        max_channels: int = 0,
     ) -> None:
         super().__init__()
+        self.max_channels = max_channels  # > 0 caps the channel table (toy configs only)
         self.log_size = log2_size(size)
         self.size = size
         self.style_dim = style_dim
@@ -360,7 +362,9 @@ class Generator(nn.Module):
                 for _ in range(n_mlp)
             ),
         )
-        self.channels = {2**i: channels_for(2**i, channel_multiplier) for i in range(2, 11)}
+        self.channels = {
+            2**i: channels_for(2**i, channel_multiplier, max_channels) for i in range(2, 11)
+        }
         c4 = self.channels[4]
         self.input = ConstantInput(c4)
         self.conv1 = StyledConv(c4, c4, 3, style_dim, blur_kernel=taps)
@@ -382,7 +386,9 @@ class Generator(nn.Module):
             self.convs.append(StyledConv(out_ch, out_ch, 3, style_dim, blur_kernel=taps))
             self.to_rgbs.append(ToRGB(out_ch, style_dim))  # upstream: default taps here
             in_ch = out_ch
-        self.style_layers: tuple[StyleLayer, ...] = style_layers(size, channel_multiplier)
+        self.style_layers: tuple[StyleLayer, ...] = style_layers(
+            size, channel_multiplier, max_channels
+        )
         self._style_modules = [
             cast(ModulatedConv2d, self.get_submodule(f"{ly.module}.conv"))
             for ly in self.style_layers
@@ -629,6 +635,8 @@ class GeneratorConfig(NamedTuple):
     style_dim: int
     n_mlp: int
     channel_multiplier: int
+    max_channels: int = 0  #: > 0 for narrow (capped) toy generators
+
 
 
 _EXPECTED = "a rosinality StyleGAN2 checkpoint ({'g_ema': state dict, 'latent_avg': (D,)})"
@@ -656,7 +664,11 @@ def config_from_state_dict(
     cm = 2
     if "convs.6.conv.weight" in state:
         cm = max(1, int(state["convs.6.conv.weight"].shape[1]) // 256)
-    return GeneratorConfig(size, style_dim, len(mlp), cm)
+    cap = 0
+    if "input.input" in state and int(state["input.input"].shape[1]) < 512:
+        cap = int(state["input.input"].shape[1])  # a narrow toy generator (max_channels)
+        cm = 1
+    return GeneratorConfig(size, style_dim, len(mlp), cm, cap)
 
 
 def _few(items: list[str], n: int = 4) -> str:
@@ -740,7 +752,10 @@ def load_generator(
     cfg = config_from_state_dict(state, str(path))
     if size is not None and cfg.size != size:
         raise InputError(f"{path}: generator is {cfg.size}x{cfg.size}, expected {size}x{size}")
-    net = Generator(cfg.size, cfg.style_dim, cfg.n_mlp, cfg.channel_multiplier, lr_mlp=lr_mlp)
+    net = Generator(
+        cfg.size, cfg.style_dim, cfg.n_mlp, cfg.channel_multiplier, lr_mlp=lr_mlp,
+        max_channels=cfg.max_channels,
+    )  # fmt: skip
     _check_state(net, state, str(path))
     net.load_state_dict(state, strict=True)
     net = net.eval().requires_grad_(False).to(device)

@@ -58,8 +58,9 @@ class StyleLayer:
     resolution: int  # output size of the layer's block (conv1/to_rgb1: 4; convs.0-1: 8; ...)
 
 
-def channels_for(resolution: int, channel_multiplier: int = 2) -> int:
-    """Feature channels of the synthesis network at ``resolution`` (rosinality's table)."""
+def channels_for(resolution: int, channel_multiplier: int = 2, max_channels: int = 0) -> int:
+    """Feature channels of the synthesis network at ``resolution`` (rosinality's table),
+    capped at ``max_channels`` when it is > 0 (narrow toy generators; 0 = the table)."""
     table = {
         4: 512,
         8: 512,
@@ -73,7 +74,7 @@ def channels_for(resolution: int, channel_multiplier: int = 2) -> int:
     }
     if resolution not in table:
         raise ValueError(f"StyleGAN2 resolution must be a power of 2 in 4..1024, got {resolution}")
-    return table[resolution]
+    return min(table[resolution], max_channels) if max_channels > 0 else table[resolution]
 
 
 def log2_size(size: int) -> int:
@@ -84,18 +85,20 @@ def log2_size(size: int) -> int:
     return log
 
 
-def style_layers(size: int = 1024, channel_multiplier: int = 2) -> tuple[StyleLayer, ...]:
+def style_layers(
+    size: int = 1024, channel_multiplier: int = 2, max_channels: int = 0
+) -> tuple[StyleLayer, ...]:
     """The StyleSpace layers of ``Generator(size, channel_multiplier=...)`` in forward order.
 
     ``len(style_layers(size)) == 3 * log2(size) - 4`` (26 at 1024, 20 at 256).
     """
     log = log2_size(size)
-    c4 = channels_for(4, channel_multiplier)
+    c4 = channels_for(4, channel_multiplier, max_channels)
     out = [StyleLayer(0, "conv1", c4, 0, False, 4), StyleLayer(1, "to_rgb1", c4, 1, True, 4)]
     in_ch = c4
     for j, lg in enumerate(range(3, log + 1)):
         res = 2**lg
-        ch = channels_for(res, channel_multiplier)
+        ch = channels_for(res, channel_multiplier, max_channels)
         n = len(out)
         out.append(StyleLayer(n, f"convs.{2 * j}", in_ch, 1 + 2 * j, False, res))
         out.append(StyleLayer(n + 1, f"convs.{2 * j + 1}", ch, 2 + 2 * j, False, res))

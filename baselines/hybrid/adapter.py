@@ -1,0 +1,259 @@
+"""Method adapters of the hybrid-latent method and its ablations (paper Tables 1-2).
+
+=====================  ======================  ===========================================
+method                 checkpoint (weight)     inference
+=====================  ======================  ===========================================
+``hybrid``             hybrid-hdtf             Eq. 3 + CMA per video (Sec. 3.3)
+``hybrid-no-cma``      hybrid-hdtf             Eq. 3 only ("Ours w/o CMA")
+``hybrid-pti``         hybrid-hdtf             Eq. 3 + PTI on the source ("Ours w/ PTI")
+``hybrid-no-idreg``    hybrid-hdtf-no-idreg    as ``hybrid``; trained without Eq. 9
+``hybrid-no-hybrid``   hybrid-hdtf-no-hybrid   as ``hybrid``; S_F as W+ offsets
+=====================  ======================  ===========================================
+
+Per video: the source is encoded once (``W_ID^S``); driving frames are encoded and
+rendered in batches of ``batch_size`` as they arrive (``G(A(W_ID^S) + S_F^D)``). CMA needs
+the driving clip before rendering: the first ``K = min(cma.batch * cma.steps,
+CMA_MAX_FRAMES)`` driving frames are read (kept at the encoder's input size), CMA tunes
+a deep copy of G on them, and all frames are then rendered with the tuned copy; the
+loaded G is put back afterwards, so no video sees another's tuning. With at most
+``cma.batch * cma.steps`` frames CMA can visit each frame at most once on average anyway.
+PTI needs only the source. The CMA minibatches are drawn from
+``torch.Generator().manual_seed(cfg.train.seed)``, fresh per video.
+
+Frames: ``(R, R, 3) uint8`` RGB in and out, R = the checkpoint's generator size (the
+class attribute ``resolution`` is the paper's 1024; an instance takes its checkpoint's
+size, e.g. 64 for the tiny demo model). Output is G's image clamped to [-1, 1] and
+rounded to uint8.
+
+Edits (Eq. 4): ``edit="DIRECTION=STRENGTH"``, DIRECTION an InterFaceGAN ``.npy`` or a
+GANSpace ``.npz`` (``file.npz:COMPONENT``, default component 0) read by
+:mod:`reenactbench.nn.directions`; ``W_edit = STRENGTH * direction`` on its W+ rows is
+added to ``W_ID^S`` for every frame.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import replace
+from itertools import islice
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from reenactbench.errors import InputError, MethodError
+from reenactbench.nn.directions import apply_direction, load_direction
+from reenactbench.weights import weight_path
+
+from .checkpoint import load_hybrid, read_config
+from .model import HybridModel, Latents
+
+__all__ = [
+    "CMA_MAX_FRAMES",
+    "HybridMethod",
+    "HybridNoCMA",
+    "HybridPTI",
+    "HybridNoIdReg",
+    "HybridNoHybrid",
+    "parse_edit",
+    "to_uint8",
+]
+
+#: Most driving frames CMA reads before rendering (memory bound: 256 frames at 256^2
+#: are 200 MB of float32).
+CMA_MAX_FRAMES = 256
+
+
+def _batched(items: Iterable[np.ndarray], n: int) -> Iterator[list[np.ndarray]]:
+    it = iter(items)
+    while chunk := list(islice(it, n)):
+        yield chunk
+
+
+def to_uint8(images: Tensor) -> np.ndarray:
+    """``(B, 3, S, S)`` float about [-1, 1] -> ``(B, S, S, 3) uint8`` RGB (clamped, rounded)."""
+    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+
+
+def parse_edit(text: str, model: HybridModel) -> Tensor:
+    """``"DIRECTION=STRENGTH"`` -> W+ offset ``(1, n_latent, style_dim)`` (Eq. 4's W_edit).
+
+    Raises:
+        InputError: bad syntax, unreadable file, or a direction of the wrong dimension.
+    """
+    target, sep, strength_text = text.rpartition("=")
+    try:
+        strength = float(strength_text)
+    except ValueError:
+        strength = None
+    if not sep or not target or strength is None:
+        raise InputError(
+            f"edit {text!r} is not DIRECTION=STRENGTH, e.g. smile.npy=1.5 or ganspace.npz:3=2"
+        )
+    component = 0
+    stem, colon, comp = target.rpartition(":")
+    if colon and stem.endswith(".npz") and comp.isdigit():
+        target, component = stem, int(comp)
+    path = Path(target)
+    if not path.is_file():
+        raise InputError(
+            f"edit direction {path}: no such file (.npy InterFaceGAN or .npz GANSpace)"
+        )
+    direction = load_direction(path, component)
+    zero = torch.zeros(1, model.n_latent, model.cfg.generator.style_dim, device=model.device)
+    return apply_direction(zero, direction, strength)
+
+
+class HybridMethod:
+    """``hybrid``: the paper's method with CMA. See the module docstring.
+
+    Args:
+        device: torch device.
+        weights: weight name -> file overrides (``hybrid-hdtf``, ``stylegan2-ffhq``,
+            ``lpips-alex``).
+        checkpoint: checkpoint file, overriding the method's weight.
+        batch_size: driving frames encoded and rendered at once.
+        cma_steps: override ``[cma] steps`` (``hybrid-pti``: ``[pti] steps``); 0 = skip.
+        edit: ``"DIRECTION=STRENGTH"`` attribute edit (Eq. 4).
+
+    Raises:
+        WeightsMissing: checkpoint, stylegan2-ffhq (if the checkpoint needs it) or
+            lpips-alex (for CMA / PTI) absent.
+        InputError: a malformed checkpoint, one trained for another variant, or a bad edit.
+        MethodError: a bad option value.
+    """
+
+    name: ClassVar[str] = "hybrid"
+    resolution: int = 1024
+    weights: ClassVar[tuple[str, ...]] = ("hybrid-hdtf", "stylegan2-ffhq", "lpips-alex")
+    checkpoint_weight: ClassVar[str] = "hybrid-hdtf"
+    adjust: ClassVar[Literal["cma", "pti", "none"]] = "cma"
+    #: config values the checkpoint must have (``section.key``: value)
+    expects: ClassVar[Mapping[str, Any]] = {"latent.hybrid": True, "loss.idreg": True}
+
+    def __init__(
+        self,
+        device: str = "cpu",
+        weights: Mapping[str, Path] | None = None,
+        checkpoint: str | None = None,
+        batch_size: int = 4,
+        cma_steps: int | None = None,
+        edit: str | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise MethodError(f"method {self.name!r}: batch_size must be >= 1, got {batch_size}")
+        if cma_steps is not None and cma_steps < 0:
+            raise MethodError(f"method {self.name!r}: cma_steps must be >= 0, got {cma_steps}")
+        self.device, self.batch_size = device, batch_size
+        path = Path(checkpoint) if checkpoint else weight_path(self.checkpoint_weight, weights)
+        cfg = read_config(path)  # check the variant before loading anything big
+        for key, want in self.expects.items():
+            section, field = key.split(".")
+            got = getattr(getattr(cfg, section), field)
+            if got != want:
+                raise InputError(
+                    f"{path}: trained with [{section}] {field} = {got}, method {self.name!r} "
+                    f"needs {want}; use the checkpoint of its own variant"
+                )
+        self.cma_cfg = cfg.cma if cma_steps is None else replace(cfg.cma, steps=cma_steps)
+        self.pti_cfg = cfg.pti if cma_steps is None else replace(cfg.pti, steps=cma_steps)
+        steps = {"cma": self.cma_cfg.steps, "pti": self.pti_cfg.steps, "none": 0}[self.adjust]
+        lpips_path = weight_path("lpips-alex", weights) if steps > 0 else None
+        self.model = load_hybrid(path, device, (weights or {}).get("stylegan2-ffhq"))
+        self.resolution = self.model.generator.size
+        self._lpips: torch.nn.Module | None = None
+        if lpips_path is not None:
+            from reenactbench.metrics.lpips import load_lpips_alex
+
+            self._lpips = load_lpips_alex(lpips_path, device).requires_grad_(False)
+        self._edit = parse_edit(edit, self.model) if edit else None
+
+    # --- inference ----------------------------------------------------------------------
+
+    def _render(self, src: Latents, x: Tensor) -> np.ndarray:
+        """Driving frames ``(B, 3, in, in)`` [-1, 1] -> ``(B, R, R, 3) uint8``."""
+        with torch.no_grad():
+            drv = self.model.encode(x)
+            return to_uint8(self.model.reenact(src, drv, edit=self._edit))
+
+    def _lpips_fn(self) -> Callable[[Tensor, Tensor], Tensor]:
+        if self._lpips is None:  # constructor loads it whenever CMA / PTI will run
+            raise RuntimeError("LPIPS network not loaded")
+        return self._lpips
+
+    def _adjust(self, source: Tensor, head: Tensor | None) -> None:
+        """Run CMA (on ``head``, the first driving frames) or PTI on ``model.generator``."""
+        model = self.model
+        if self.adjust == "cma" and head is not None and self.cma_cfg.steps > 0:
+            from .cma import cyclic_manifold_adjustment
+
+            rng = torch.Generator().manual_seed(model.cfg.train.seed)
+            cyclic_manifold_adjustment(model, source, head, self.cma_cfg, self._lpips_fn(), rng)
+        elif self.adjust == "pti" and self.pti_cfg.steps > 0:
+            from .pti import pivotal_tuning
+
+            pivotal_tuning(model, source, self.pti_cfg, self._lpips_fn())
+
+    def reenact(self, source: np.ndarray, driving: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        """Animate ``source`` (``(R, R, 3) uint8``) with ``driving`` (``(R, R, 3) uint8``
+        frames, read lazily); yields one ``(R, R, 3) uint8`` frame per driving frame."""
+        model = self.model
+        src_x = model.preprocess(source[None])  # (1, 3, in, in) in [-1, 1]
+        with torch.no_grad():
+            src = model.encode(src_x)  # once per video
+        frames = iter(driving)
+        head: Tensor | None = None
+        if self.adjust == "cma" and self.cma_cfg.steps > 0:
+            k = min(self.cma_cfg.batch * self.cma_cfg.steps, CMA_MAX_FRAMES)
+            parts = [model.preprocess(np.stack(c)) for c in _batched(islice(frames, k), 16)]
+            head = torch.cat(parts) if parts else None
+        original = model.generator
+        tuned = self._lpips is not None and (self.adjust == "pti" or head is not None)
+        try:
+            if tuned:
+                model.generator = copy.deepcopy(original)  # never tune the loaded G
+                self._adjust(src_x, head)  # E is frozen: src stays valid
+            if head is not None:
+                for i in range(0, len(head), self.batch_size):
+                    yield from self._render(src, head[i : i + self.batch_size])
+            for chunk in _batched(frames, self.batch_size):
+                yield from self._render(src, model.preprocess(np.stack(chunk)))
+        finally:
+            model.generator = original
+
+
+class HybridNoCMA(HybridMethod):
+    """``hybrid-no-cma``: Eq. 3 without any tuning of G (ablation "w/o CMA")."""
+
+    name = "hybrid-no-cma"
+    weights = ("hybrid-hdtf", "stylegan2-ffhq")
+    adjust = "none"
+
+
+class HybridPTI(HybridMethod):
+    """``hybrid-pti``: PTI on the source instead of CMA (ablation "w/ PTI")."""
+
+    name = "hybrid-pti"
+    adjust = "pti"
+
+
+class HybridNoIdReg(HybridMethod):
+    """``hybrid-no-idreg``: trained without Eq. 9 (ablation "w/o ID reg"); with CMA."""
+
+    name = "hybrid-no-idreg"
+    weights = ("hybrid-hdtf-no-idreg", "stylegan2-ffhq", "lpips-alex")
+    checkpoint_weight = "hybrid-hdtf-no-idreg"
+    expects = {"latent.hybrid": True, "loss.idreg": False}
+
+
+class HybridNoHybrid(HybridMethod):
+    """``hybrid-no-hybrid``: S_F as W+ offsets (ablation "w/o Hybrid"); with CMA."""
+
+    name = "hybrid-no-hybrid"
+    weights = ("hybrid-hdtf-no-hybrid", "stylegan2-ffhq", "lpips-alex")
+    checkpoint_weight = "hybrid-hdtf-no-hybrid"
+    expects = {"latent.hybrid": False, "loss.idreg": True}
