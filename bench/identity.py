@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 import warnings
@@ -27,21 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import cpu_name  # bench/machine.py
 from torch import nn
 
 import reenactbench.metrics.identity  # noqa: F401  (registers "id")
 from reenactbench.metrics.base import Evaluator, MetricContext
 from reenactbench.metrics.registry import get_metric
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def face_frames(n: int) -> np.ndarray:
@@ -174,7 +164,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
     print(
-        f"machine: {_cpu()}, {os.cpu_count()} cores, torch {torch.__version__} "
+        f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), seeded weights, 256x256 frames"
     )
     frames = face_frames(args.frames)

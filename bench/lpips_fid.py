@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 import warnings
@@ -27,16 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from machine import cpu_name  # bench/machine.py
 
 
 def _best_rate(fn: Callable[[], object], n: int, repeats: int) -> float:
@@ -145,7 +135,7 @@ def main() -> None:
         lp = bench_lpips(frames, other, args.batch, args.repeats, Path(tmp))
         fd = bench_fid(frames, args.batch, args.repeats, Path(tmp))
     result = {
-        "cpu": _cpu(),
+        "cpu": cpu_name(),
         "torch_threads": torch.get_num_threads(),
         "frames": args.frames,
         "batch": args.batch,

@@ -22,16 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from machine import cpu_name  # bench/machine.py
 
 
 def bench_runner(data: Path, frames: int) -> dict[str, float]:
@@ -104,7 +95,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="demo data folder")
     parser.add_argument("--frames", type=int, default=32, help="frames per demo video")
     args = parser.parse_args()
-    print(f"machine: {_cpu()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     for method, fps in bench_runner(args.data, args.frames).items():
         print(f"runner same-id, {method:13s} + l1/psnr/ssim @256: {fps:7.1f} frames/s")
     for name, fps in bench_metrics().items():

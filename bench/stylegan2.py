@@ -14,24 +14,13 @@ reported as ms per frame (ms per batch / batch).
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
+from machine import cpu_name  # bench/machine.py
 
 from reenactbench.nn.stylegan2 import Generator
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _sync(device: torch.device) -> None:
@@ -69,7 +58,7 @@ def main() -> None:
     a = p.parse_args()
     device = torch.device(a.device)
     dtype = getattr(torch, a.dtype)
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu()
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     print(f"# {where}, torch {torch.__version__}, {torch.get_num_threads()} threads, {a.dtype}")
     print("size  batch  ms/frame  frames/s")
     for size in a.sizes:

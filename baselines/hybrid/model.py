@@ -51,6 +51,7 @@ from torch import Tensor, nn
 
 from reenactbench.errors import InputError
 from reenactbench.nn.fpn import FeaturePyramid, GradualStyleBlock, load_backbone_into
+from reenactbench.nn.loading import few
 from reenactbench.nn.stylegan2 import LATENT_AVG_SAMPLES, Generator, NoiseMode, load_generator
 from reenactbench.nn.stylespace import first_style_indices, style_layers
 
@@ -255,7 +256,7 @@ class HybridModel(nn.Module):
             if k in state and tuple(state[k].shape) != tuple(own[k].shape)
         ]
         found = (("missing keys", missing), ("unexpected keys", extra), ("shape mismatch", shapes))
-        problems = [f"{what} {_few(keys)}" for what, keys in found if keys]
+        problems = [f"{what} {few(keys)}" for what, keys in found if keys]
         if problems:
             raise InputError(f"{source}: encoder does not match its config: " + "; ".join(problems))
         full = self.state_dict()
@@ -384,11 +385,6 @@ class HybridModel(nn.Module):
         ``drv.s_f`` are read. A one-frame source is broadcast over the driving batch.
         Returns ``(B, 3, size, size)`` float32 about [-1, 1]."""
         return self.generate(src_latents.w_id, drv_latents.s_f, noise=noise, edit=edit)
-
-
-def _few(items: list[str], n: int = 4) -> str:
-    more = f" and {len(items) - n} more" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
 
 
 # --- construction ---------------------------------------------------------------------------

@@ -48,6 +48,7 @@ from torch import Tensor, nn
 
 from reenactbench.errors import InputError
 from reenactbench.nn.irse50 import BottleneckIR, BottleneckIRSE, get_blocks
+from reenactbench.nn.loading import few
 from reenactbench.nn.stylegan2 import EqualLinear
 
 __all__ = [
@@ -296,7 +297,7 @@ def load_backbone_into(
         if k in given and given[k].shape != own[k].shape
     ]
     found = (("missing keys", missing), ("unexpected keys", extra), ("shape mismatch", shapes))
-    problems = [f"{what} {_few(keys)}" for what, keys in found if keys]
+    problems = [f"{what} {few(keys)}" for what, keys in found if keys]
     if problems:
         raise InputError(
             f"{source}: not an IR-SE50 trunk for this encoder (expected model_ir_se50.pth, "
@@ -305,8 +306,3 @@ def load_backbone_into(
     own.update((k, given[k]) for k in wanted)
     encoder.load_state_dict(own, strict=True)
     return wanted
-
-
-def _few(items: list[str], n: int = 5) -> str:
-    more = f" and {len(items) - n} more" if len(items) > n else ""
-    return ", ".join(items[:n]) + more

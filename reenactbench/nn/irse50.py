@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from reenactbench.errors import InputError
+from reenactbench.nn.loading import state_dict_problems
 
 __all__ = [
     "UnitSpec",
@@ -234,30 +235,13 @@ def load_state_dict_checked(net: nn.Module, state: Mapping[str, Tensor], source:
     for key in own:
         if key.endswith(".num_batches_tracked") and key not in state:
             state[key] = torch.zeros((), dtype=torch.long)
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    shapes = [k for k in own if k in state and state[k].shape != own[k].shape]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {_few(missing)}")
-    if extra:
-        problems.append(f"unexpected keys {_few(extra)}")
-    if shapes:
-        problems.append(
-            "shape mismatch "
-            + _few([f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in shapes])
-        )
+    problems = state_dict_problems(own, state)
     if problems:
         raise InputError(f"{source}: not {_EXPECTED}: " + "; ".join(problems))
     net.load_state_dict(state, strict=True)
 
 
 _EXPECTED = "a pSp IR-SE50 state dict (model_ir_se50.pth, Backbone(112, 50, 'ir_se'))"
-
-
-def _few(items: list[str], n: int = 5) -> str:
-    more = f" and {len(items) - n} more" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
 
 
 def load_irse50(path: Path | str, device: str | torch.device = "cpu") -> Backbone:

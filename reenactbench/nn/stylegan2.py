@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reenactbench.errors import InputError
+from reenactbench.nn.loading import state_dict_problems
 from reenactbench.nn.stylegan2_ops import fused_leaky_relu, make_kernel, pixel_norm, upfirdn2d
 from reenactbench.nn.stylespace import StyleLayer, channels_for, log2_size, style_layers
 
@@ -638,7 +639,6 @@ class GeneratorConfig(NamedTuple):
     max_channels: int = 0  #: > 0 for narrow (capped) toy generators
 
 
-
 _EXPECTED = "a rosinality StyleGAN2 checkpoint ({'g_ema': state dict, 'latent_avg': (D,)})"
 
 
@@ -671,26 +671,8 @@ def config_from_state_dict(
     return GeneratorConfig(size, style_dim, len(mlp), cm, cap)
 
 
-def _few(items: list[str], n: int = 4) -> str:
-    more = f" and {len(items) - n} more" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
-
-
 def _check_state(net: Generator, state: Mapping[str, Tensor], source: str) -> None:
-    own = net.state_dict()
-    missing = sorted(set(own) - set(state))
-    extra = sorted(set(state) - set(own))
-    shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {_few(missing)}")
-    if extra:
-        problems.append(f"unexpected keys {_few(extra)}")
-    if shapes:
-        problems.append(
-            "shape mismatch "
-            + _few([f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in shapes])
-        )
+    problems = state_dict_problems(net.state_dict(), state)
     if problems:
         arch = (
             f"Generator({net.size}, {net.style_dim}, {net.n_mlp}, "
