@@ -140,7 +140,7 @@ WEIGHTS: dict[str, WeightSpec] = {
             None,
             "https://github.com/AliaksandrSiarohin/first-order-model#pre-trained-checkpoint",
             "CC BY-NC 4.0 (FOMM)",
-            "torch pickle dict: generator, kp_detector, ...",
+            "torch pickle dict: generator, kp_detector, discriminator, optimizer_* (2 read)",
             "fomm",
         ),
         WeightSpec(
@@ -149,8 +149,8 @@ WEIGHTS: dict[str, WeightSpec] = {
             None,
             None,
             "https://github.com/wyhsirius/LIA#pretrained-models",
-            "see the LIA repository",
-            "torch pickle dict: gen, ...",
+            "CC BY-NC 4.0 (LIA, Inria)",
+            "torch pickle dict: gen, dis, g_optim, d_optim, args (argparse.Namespace)",
             "lia",
         ),
         WeightSpec(
