@@ -45,7 +45,7 @@ app.add_typer(train_app, name="train")
 
 out = Console(soft_wrap=True)  # paths and values are never wrapped
 err = Console(stderr=True, soft_wrap=True)  # one-line errors, even in pipes
-_state = {"debug": False, "quiet": False}
+_state = {"debug": False, "quiet": False, "rank": 0}
 
 DEMO_METHODS = ("static", "oracle", "landmark-warp")
 
@@ -66,7 +66,8 @@ def user_errors() -> Iterator[None]:
     except ReenactbenchError as e:
         if _state["debug"]:
             raise
-        err.print(f"[red]error:[/red] {escape(str(e))}")
+        if not (_state["rank"] and getattr(e, "shared", False)):  # rank 0 reports shared ones
+            err.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(e.exit_code) from None
 
 
@@ -220,6 +221,20 @@ OpenFaceOpt = Annotated[
 BootstrapOpt = Annotated[
     int, typer.Option(min=0, help="Bootstrap resamples for 95% intervals (0: off).")
 ]
+DtypeOpt = Annotated[
+    str,
+    typer.Option(
+        help="Precision of the methods' networks: fp32, bf16 or fp16 (metrics stay fp32; "
+        "docs/scaling.md)."
+    ),
+]
+FramesKeyOpt = Annotated[
+    str,
+    typer.Option(
+        help="How cached jobs check their frames: stat (names, sizes, mtimes; content hash "
+        "when those differ) or content (always hash). docs/caching.md."
+    ),
+]
 
 
 def _metric_options(
@@ -240,17 +255,28 @@ def _run(
     **options: object,
 ) -> None:
     """Load the protocol, run it with ``RunOptions(**options)``, print the summary."""
+    from reenactbench.distributed import current_world
     from reenactbench.protocol import load_protocol
     from reenactbench.runner import RunOptions, run_protocol
 
     with user_errors():
-        proto = load_protocol(protocol or default_protocol)
-        if overrides:
-            proto = dataclasses.replace(proto, **overrides)
-        opts = RunOptions(weights=_parse_weights(weights), metric_options=metric_options, **options)  # type: ignore[arg-type]
-        with progress_bar() as bar:
-            run_dir = run_protocol(proto, opts, on_progress=bar, on_message=_notice)
-        _print_summary(run_dir)
+        world = current_world()
+        if not world.is_main:
+            _state["quiet"], _state["rank"] = True, world.rank  # rank 0 shows and reports
+        try:
+            proto = load_protocol(protocol or default_protocol)
+            if overrides:
+                proto = dataclasses.replace(proto, **overrides)
+            opts = RunOptions(
+                weights=_parse_weights(weights), metric_options=metric_options, world=world,
+                **options,  # type: ignore[arg-type]
+            )  # fmt: skip
+            with progress_bar() as bar:
+                run_dir = run_protocol(proto, opts, on_progress=bar, on_message=_notice)
+        finally:
+            world.close()
+        if world.is_main:
+            _print_summary(run_dir)
 
 
 def _print_summary(run_dir: Path) -> None:
@@ -291,6 +317,8 @@ def _protocol_command(default_protocol: str, table: str) -> Callable[..., None]:
         openface_dir: OpenFaceOpt = None,
         bootstrap: BootstrapOpt = 0,
         method_option: RunMethodOptionOpt = None,
+        dtype: DtypeOpt = "fp32",
+        frames_key: FramesKeyOpt = "stat",
     ) -> None:
         _run(
             default_protocol, protocol, {}, weights,
@@ -299,6 +327,7 @@ def _protocol_command(default_protocol: str, table: str) -> Callable[..., None]:
             batch_size=batch_size, max_videos=max_videos, max_frames=max_frames,
             save_frames=save_frames, bootstrap=bootstrap,
             method_options=_parse_run_method_options(method_option),
+            dtype=dtype, frames_key=frames_key,
         )  # fmt: skip
 
     command.__doc__ = f"{table} (protocol {default_protocol} unless --protocol)."
@@ -336,6 +365,8 @@ def robustness(
     openface_dir: OpenFaceOpt = None,
     bootstrap: BootstrapOpt = 0,
     method_option: RunMethodOptionOpt = None,
+    dtype: DtypeOpt = "fp32",
+    frames_key: FramesKeyOpt = "stat",
 ) -> None:
     """One-shot robustness: drivers x diverse source frames (paper Table 3, Fig. 1)."""
     overrides = {k: v for k, v in (("sources", sources), ("drivers", drivers)) if v is not None}
@@ -345,6 +376,7 @@ def robustness(
         data=data, methods=list(method), out=out_dir, device=device, batch_size=batch_size,
         max_frames=max_frames, save_frames=save_frames, bootstrap=bootstrap,
         method_options=_parse_run_method_options(method_option),
+        dtype=dtype, frames_key=frames_key,
     )  # fmt: skip
 
 
@@ -455,10 +487,15 @@ def report(
         bool, typer.Option("--paper", help="Put the paper's numbers beside ours.")
     ] = False,
 ) -> None:
-    """Write tables (paper layouts) and heatmaps of a run."""
+    """Write tables (paper layouts) and heatmaps of a run (per_video.csv, summary.csv and
+    heatmaps are first rebuilt from the run's job records, when it has them)."""
+    from reenactbench.collect import refresh
     from reenactbench.report import write_report
 
     with user_errors():
+        if not (run_dir / "run.json").is_file():
+            raise InputError(f"{run_dir}: not a run directory (no run.json)")
+        refresh(run_dir, say=_notice)
         written = write_report(
             run_dir, [f.strip() for f in format.split(",") if f.strip()], paper=paper
         )

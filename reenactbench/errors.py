@@ -13,6 +13,7 @@ __all__ = [
     "InputError",
     "ProtocolError",
     "MethodError",
+    "MethodUnavailable",
     "MetricError",
     "WeightsMissing",
 ]
@@ -34,6 +35,10 @@ class ProtocolError(ReenactbenchError):
 
 class MethodError(ReenactbenchError):
     """A method name, plug-in path or method option is wrong."""
+
+
+class MethodUnavailable(MethodError):
+    """A method cannot run here (a missing optional dependency): runs skip it."""
 
 
 class MetricError(ReenactbenchError):

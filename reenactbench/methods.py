@@ -24,7 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from reenactbench.errors import MethodError
+from reenactbench.errors import MethodError, MethodUnavailable
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -34,6 +34,8 @@ __all__ = [
     "method_class",
     "method_info",
     "load_method",
+    "check_options",
+    "method_options",
     "check_output_frame",
 ]
 
@@ -169,13 +171,32 @@ def load_method(
     check = getattr(cls, "unavailable", None)
     reason = check() if callable(check) else None
     if reason:
-        raise MethodError(f"method {cls.name!r} cannot run: {reason}")
-    try:
-        inspect.signature(cls).bind(device=device, weights=weights, **options)
-    except TypeError as e:
-        raise MethodError(f"method {cls.name!r}: bad options {sorted(options)} ({e})") from None
+        raise MethodUnavailable(f"method {cls.name!r} cannot run: {reason}")
+    check_options(cls, options)
     method = cls(device=device, weights=weights, **options)
     return method
+
+
+def method_options(cls: type) -> tuple[str, ...]:
+    """The constructor options of a method class (besides ``device`` and ``weights``)."""
+    params = inspect.signature(cls).parameters.values()
+    return tuple(p.name for p in params if p.name not in ("device", "weights", "self"))
+
+
+def check_options(cls: type, options: dict[str, Any]) -> None:
+    """Check option names against the constructor of ``cls`` (values are the class's
+    business), so that a typo fails before any work.
+
+    Raises:
+        MethodError: an unknown or missing option, naming the valid ones.
+    """
+    try:
+        inspect.signature(cls).bind(device="cpu", weights=None, **options)
+    except TypeError as e:
+        known = ", ".join(method_options(cls)) or "none"
+        raise MethodError(
+            f"method {cls.name!r}: bad options {sorted(options)} ({e}); its options: {known}"
+        ) from None
 
 
 def check_output_frame(frame: object, method: Method) -> np.ndarray:

@@ -1,49 +1,76 @@
-"""Generate and score every (method, pair) of a protocol; resumable.
+"""Run a protocol: every (method, pair) job generated, scored and recorded; tables written.
 
-Each job (method, pair) streams the driving video once: frames go to the method at its
-resolution, outputs and ground truth are resized to the protocol's evaluation resolution
-(``video.resize``) and scored in batches. A finished job is stored atomically as
-``OUT/cache/<method>/<pair>/result.json`` (per-frame values) with a fingerprint of every
-input that changes its numbers; ``per_video.csv`` and ``summary.csv`` are rebuilt from
-those files after every job, so a killed run resumes where it stopped and ends with the
-same tables. Methods and metrics that cannot run are reported as skipped, never as
-numbers.
+:func:`run_protocol` goes through these steps, one function each:
+
+1. :func:`resolve_methods`: method classes, unique names, known options; before any work;
+2. :func:`_load_inputs`: the data and the (source, driving) pairs;
+3. :func:`_open_run_dir`: under the run directory's lock, the same protocol and data as
+   before, no method name claimed by another class;
+4. :func:`_configs`: what identifies each method's and the metrics' numbers (cache.py);
+5. :func:`_plan`: which jobs have a valid record, which must run, which are stale;
+6. :func:`_run_share`: this process's share of the pending jobs, one record each;
+7. :func:`_finish`: tables from the records of every method of the run directory.
+
+Under ``torchrun`` every rank runs the same steps; rank 0 alone does 3, 5 and 7 and
+shares its results, and the pending jobs of step 6 are dealt out round-robin over the
+ranks (reenactbench/distributed.py, docs/scaling.md). A killed run resumes where it
+stopped: only jobs without a valid record run again. Methods and metrics that cannot run
+here are reported as skipped, never as numbers.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
+import shutil
 import subprocess
 import time
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import reenactbench
+from reenactbench.cache import (
+    FRAMES_KEYS,
+    InputKeys,
+    JobRecord,
+    RecordError,
+    job_fingerprint,
+    method_config,
+    metric_config,
+    record_path,
+    setup_config,
+)
+from reenactbench.collect import config_ids, stale_note, write_heatmaps, write_tables
 from reenactbench.data.dataset import Dataset, VideoRecord, load_dataset
-from reenactbench.errors import InputError, MethodError, ReenactbenchError, WeightsMissing
-from reenactbench.files import save_npy, write_csv, write_json
-from reenactbench.methods import Method, check_output_frame, load_method, method_class
+from reenactbench.distributed import World, device_for_rank
+from reenactbench.errors import (
+    InputError,
+    MethodError,
+    MethodUnavailable,
+    ReenactbenchError,
+    WeightsMissing,
+)
+from reenactbench.files import remove_stale_temps, write_csv, write_json
+from reenactbench.job import run_job
+from reenactbench.lock import RunLock
+from reenactbench.methods import Method, check_options, load_method, method_class, method_options
 from reenactbench.metrics import MetricSpec, resolve_metrics
-from reenactbench.metrics.base import JobPart, MetricContext
+from reenactbench.metrics.base import MetricContext
 from reenactbench.protocol import Pair, Protocol, make_pairs, select_videos
 from reenactbench.scoring import JobScorer, build_evaluators, prepare_metrics, weight_flags
 from reenactbench.sources import source_chooser
-from reenactbench.summary import PER_VIDEO_COLUMNS, SUMMARY_COLUMNS, JobResult, summarise
-from reenactbench.video import RESIZE_MODE, iter_frames, resize, write_png_folder
+from reenactbench.video import RESIZE_MODE
 from reenactbench.weights import weight_path, weight_record
 
-__all__ = ["RunOptions", "run_protocol", "ProgressFn", "MessageFn"]
+__all__ = ["DTYPES", "MethodEntry", "RunOptions", "resolve_methods", "run_protocol"]
 
 ProgressFn = Callable[[str, int, int], None]  #: (stage, done, total)
 MessageFn = Callable[[str], None]  #: one-line notices (skips, resumes)
+#: ``--dtype`` values: the precision methods run their networks in (metrics stay fp32).
+DTYPES = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -53,17 +80,23 @@ class RunOptions:
     Attributes:
         data: data folder (prepared layout or a folder of videos).
         methods: registered names or ``package.module:Class`` paths, in table order.
-        out: run directory (created; an existing one of the same protocol is resumed).
-        device: torch device for methods that use torch.
-        batch_size: frames per scoring batch.
+        out: run directory (created; an existing one of the same protocol is resumed,
+            and methods of earlier commands stay in its tables).
+        device: torch device; ``cuda`` in a torchrun run means each rank's own GPU.
+        batch_size: frames per batch, for scoring and for every method that takes a
+            ``batch_size`` option (unless ``method_options`` sets it).
         max_videos: evaluate at most this many test videos (lowers the protocol's).
         max_frames: at most this many frames per video (lowers the protocol's).
-        weights: weight name -> file overrides passed to methods.
-        method_options: method name -> constructor options.
+        weights: weight name -> file overrides passed to methods and metrics.
+        method_options: method (as given in ``methods``, or its name) -> options.
         save_frames: also keep generated frames as PNG in the cache (lossless).
         metric_options: metric backend options (``id_backend``, ``temporal_backend``,
             ``openface_dir``; docs/metrics.md).
         bootstrap: bootstrap resamples for 95 % intervals in summary.csv (0: off).
+        dtype: network precision passed to methods that take a ``dtype`` option.
+        frames_key: how a cached job checks its frames: ``stat`` or ``content``
+            (reenactbench/cache.py).
+        world: the torchrun process group (default: this process alone).
     """
 
     data: Path
@@ -78,6 +111,533 @@ class RunOptions:
     save_frames: bool = False
     metric_options: dict[str, str] = field(default_factory=dict)
     bootstrap: int = 0
+    dtype: str = "fp32"
+    frames_key: str = "stat"
+    world: World | None = None
+
+
+@dataclass
+class MethodEntry:
+    """A method of this command: its class and constructor options (runtime ones
+    included: ``batch_size`` and ``dtype`` where the class takes them)."""
+
+    spec: str
+    cls: type
+    options: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.cls.name)
+
+
+@dataclass
+class _Run:
+    """The state one command builds up, step by step."""
+
+    proto: Protocol
+    opts: RunOptions
+    world: World
+    say: MessageFn
+    entries: list[MethodEntry]
+    videos: dict[str, VideoRecord] = field(default_factory=dict)
+    n_frames: int = 0
+    pairs: list[Pair] = field(default_factory=list)
+    setup: dict[str, Any] = field(default_factory=dict)
+    ctx: MetricContext | None = None
+    runnable: list[MetricSpec] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, dict[str, JobRecord]] = field(default_factory=dict)
+    stale: dict[str, str] = field(default_factory=dict)
+    inputs: InputKeys = field(default_factory=InputKeys)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.opts.out)
+
+    def ids(self, method: str) -> dict[str, str]:
+        ids = config_ids(self.info, method)
+        assert ids is not None, method
+        return ids
+
+    def ordered_results(self) -> dict[str, list[JobRecord]]:
+        """Method -> counted records in pair order, for every method of the directory."""
+        return {
+            m: [self.results[m][p.key] for p in self.pairs if p.key in self.results.get(m, {})]
+            for m in self.info["methods"]
+        }
+
+
+# ----------------------------------------------------------------- 1. methods
+def resolve_methods(opts: RunOptions) -> list[MethodEntry]:
+    """The command's methods, checked before any work.
+
+    Raises:
+        MethodError: unknown method, two classes with one name, an unknown option, or a
+            ``--method-option`` for a method not in the command.
+    """
+    if opts.dtype not in DTYPES:
+        raise InputError(f"--dtype {opts.dtype}: use one of {', '.join(DTYPES)}")
+    if opts.frames_key not in FRAMES_KEYS:
+        raise InputError(f"--frames-key {opts.frames_key}: use one of {', '.join(FRAMES_KEYS)}")
+    entries: dict[str, MethodEntry] = {}
+    used: set[str] = set()
+    for spec in opts.methods:
+        cls = method_class(spec)
+        name = str(cls.name)
+        if name in entries:
+            if entries[name].cls is not cls:
+                raise MethodError(
+                    f"two methods are named {name!r}: {entries[name].spec} and {spec}; names "
+                    "must be unique in a run directory: rename one class"
+                )
+            continue
+        options: dict[str, Any] = {}
+        for key in (name, spec):
+            if key in opts.method_options:
+                options.update(opts.method_options[key])
+                used.add(key)
+        check_options(cls, options)
+        takes = method_options(cls)
+        if "batch_size" in takes:
+            options.setdefault("batch_size", opts.batch_size)
+        if "dtype" in takes:
+            options.setdefault("dtype", opts.dtype)
+        entries[name] = MethodEntry(spec, cls, options)
+    unknown = sorted(set(opts.method_options) - used)
+    if unknown:
+        raise MethodError(
+            f"--method-option for {unknown[0]!r}, which is not a --method of this command "
+            f"(methods: {', '.join(opts.methods)})"
+        )
+    return list(entries.values())
+
+
+# ----------------------------------------------------------------- 2. inputs
+def _load_inputs(run: _Run) -> None:
+    """Every rank opens the data (each needs it); rank 0 makes the pairs (the robustness
+    source choice runs a face detector) and shares them."""
+    proto, opts = run.proto, run.opts
+    run.n_frames = min(x for x in (proto.frames, opts.max_frames) if x is not None)
+
+    def open_data() -> tuple[Dataset, list[VideoRecord]]:
+        dataset = load_dataset(opts.data, resolution=proto.resolution)
+        return dataset, select_videos(proto, dataset, opts.max_videos)
+
+    opened = run.world.agree(open_data)
+    assert opened is not None
+    dataset, videos = opened
+    run.videos = dataset.by_name()
+
+    def pairs_and_setup() -> tuple[list[Pair], dict[str, Any]]:
+        chooser = source_chooser(proto.source_selection, run.n_frames, proto.resolution)
+        pairs = make_pairs(proto, videos, chooser)
+        setup = {
+            "protocol": {k: v for k, v in proto.to_dict().items() if k != "path"},
+            "data": dataset.fingerprint(),
+            "frames": run.n_frames,
+            "pairs": [p.key for p in pairs],
+            "resolution": proto.resolution,
+            "resize": RESIZE_MODE,
+        }
+        return pairs, setup
+
+    shared = run.world.agree(pairs_and_setup, main_only=True)
+    assert shared is not None
+    run.pairs, run.setup = shared
+
+    def enough_jobs() -> None:
+        jobs = len(run.pairs) * len(run.entries)
+        if run.world.size > jobs:
+            raise InputError(
+                f"{run.world.size} ranks for {jobs} jobs: start torchrun with "
+                "--nproc-per-node (x --nnodes) of at most that many"
+            )
+
+    run.world.agree(enough_jobs, main_only=True)
+
+
+# ----------------------------------------------------------------- 3. run directory
+def _open_run_dir(run: _Run, lock: RunLock) -> dict[str, Any]:
+    """Lock the run directory and return the previous run.json (``{}`` if new).
+
+    Raises:
+        InputError: locked by another process, another protocol/data/limits, a
+            corrupt run.json, or a method name that another class used here before.
+    """
+    out = run.out
+    lock.acquire()
+    previous: dict[str, Any] = {}
+    path = out / "run.json"
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text())
+        except ValueError as e:
+            raise InputError(
+                f"{path}: not valid JSON ({e}); restore it or pass a new --out"
+            ) from None
+        if previous.get("setup") != json.loads(json.dumps(run.setup)):
+            raise InputError(
+                f"{out}: holds a run with a different protocol, data or frame/video limits; "
+                "pass a new --out (or delete it to start over)"
+            )
+        configs = previous.get("configs", {}).get("methods", {})
+        for entry in run.entries:
+            before = configs.get(entry.name, {}).get("target")
+            target = f"{entry.cls.__module__}:{entry.cls.__qualname__}"
+            if before and before != target:
+                raise InputError(
+                    f"{out}: method name {entry.name!r} belongs to {before} in this run "
+                    f"directory, not to {target}; rename the class or pass another --out"
+                )
+        run.say(f"resuming run in {out}")
+    for tmp in remove_stale_temps(out):
+        run.say(f"removed {tmp.name}: left by a killed writer")
+    write_csv(
+        out / "pairs.csv",
+        ["driving", "source", "source_frame"],
+        [{"driving": p.driving, "source": p.source, "source_frame": p.source_frame}
+         for p in run.pairs],
+    )  # fmt: skip
+    return previous
+
+
+# ----------------------------------------------------------------- 4. configs
+def _weights_sha(names: tuple[str, ...], run: _Run, records: dict[str, dict[str, str]]) -> dict:
+    shas = {}
+    for name in names:
+        try:
+            records.setdefault(name, weight_record(name, weight_path(name, run.opts.weights)))
+            shas[name] = records[name]["sha256"]
+        except ReenactbenchError:
+            shas[name] = "missing"  # the method reports it when it is loaded
+    return shas
+
+
+def _configs(run: _Run) -> dict[str, Any]:
+    """Configs of this command (every rank computes them from its own code and files;
+    a rank that differs from rank 0 stops the run)."""
+    opts = run.opts
+    run.ctx = MetricContext(
+        device=device_for_rank(opts.device, run.world),
+        batch_size=opts.batch_size,
+        weights=opts.weights,
+        options=opts.metric_options,
+        kind=run.proto.kind,
+        fvd_clip=run.proto.fvd_clip,
+    )
+    specs = resolve_metrics(list(run.proto.metrics))
+    run.runnable, skipped_metrics, records = prepare_metrics(specs, run.ctx)
+    metric_weights = {name: rec["sha256"] for name, rec in records.items()}
+    shas: dict[str, dict[str, str]] = {}  # the methods' weight records
+    mine = {
+        "setup": setup_config(run.setup),
+        "metrics": metric_config(run.runnable, opts.metric_options, metric_weights),
+        "methods": {
+            e.name: method_config(e.cls, e.options, _weights_sha(e.cls.weights, run, shas))
+            for e in run.entries
+        },
+        "skipped_metrics": skipped_metrics,
+        "weights": {**records, **shas},
+        "weight_flags": weight_flags(run.runnable, run.ctx, records),
+    }
+    ranks0 = run.world.broadcast(mine)
+
+    def same_as_rank0() -> None:
+        for part in ("setup", "metrics"):
+            if mine[part]["id"] != ranks0[part]["id"]:
+                raise InputError(
+                    f"{run.world.label()}: its {part} config differs from rank 0's (packages, "
+                    "code, options or weight files); every rank needs the same installation"
+                )
+        for name, cfg in mine["methods"].items():
+            if cfg["id"] != ranks0["methods"][name]["id"]:
+                raise InputError(
+                    f"{run.world.label()}: method {name}'s code, options or weight files "
+                    "differ from rank 0's; every rank needs the same installation"
+                )
+
+    run.world.agree(same_as_rank0)
+    return mine
+
+
+# ----------------------------------------------------------------- 5. plan
+def _run_info(run: _Run, previous: dict[str, Any], configs: dict[str, Any]) -> dict[str, Any]:
+    """run.json of the directory after this command (earlier commands' methods kept)."""
+    opts = run.opts
+    names = [e.name for e in run.entries]
+    method_configs = {**previous.get("configs", {}).get("methods", {}), **configs["methods"]}
+    was_skipped = previous.get("skipped_methods", {})
+    earlier = [m for m in previous.get("methods", []) if m not in names]
+    for m in earlier:
+        if m not in method_configs and m not in was_skipped:
+            run.say(f"{m}: recorded by an older version of reenactbench: run it again")
+    earlier = [m for m in earlier if m in method_configs or m in was_skipped]
+    methods = list(dict.fromkeys([*previous.get("methods", []), *names]))
+    methods = [m for m in methods if m in names or m in earlier]
+    skipped_methods = {k: v for k, v in was_skipped.items() if k in earlier}
+    stale_inputs = {k: v for k, v in previous.get("stale_inputs", {}).items() if k not in names}
+    return {
+        "setup": run.setup,
+        "data": str(Path(opts.data).resolve()),
+        "protocol": run.proto.to_dict(),
+        "methods": methods,
+        "metrics": list(run.proto.metrics),
+        "skipped_metrics": configs["skipped_metrics"],
+        "metric_options": dict(opts.metric_options),
+        "weights": {**previous.get("weights", {}), **configs["weights"]},
+        "weight_flags": configs["weight_flags"],
+        "configs": {
+            "setup": configs["setup"],
+            "metrics": configs["metrics"],
+            "methods": {m: method_configs[m] for m in methods if m in method_configs},
+        },
+        "frames_key": opts.frames_key,
+        "dtype": opts.dtype,
+        "bootstrap": opts.bootstrap,
+        "device": opts.device,
+        "batch_size": opts.batch_size,
+        "world_size": run.world.size,
+        "versions": _versions(),
+        "git_commit": _git_commit(),
+        "seeds": {"split": run.proto.split_seed, "pairing": run.proto.pairing_seed},
+        "started": previous.get("started") or _now(),
+        "finished": None,
+        "skipped_methods": skipped_methods,
+        "stale_inputs": stale_inputs,
+        "timings": dict(previous.get("timings", {})),
+    }
+
+
+def _valid(run: _Run, method: str, pair: Pair) -> JobRecord | None:
+    """The record of (method, pair) if it can be trusted for this run, else ``None``."""
+    path = record_path(run.out, method, pair)
+    if not path.is_file():
+        return None
+    try:
+        record = JobRecord.read(path)
+    except RecordError as e:
+        run.say(f"recomputing {method} {pair.key}: {e}")
+        return None
+    if record.meta.get("fingerprint") != job_fingerprint(run.ids(method), pair):
+        return None
+    inputs = record.meta.get("inputs", {})
+    mode = run.opts.frames_key
+    driving, source = run.videos[pair.driving].path, run.videos[pair.source].path
+    if not (
+        run.inputs.matches(inputs.get("driving", {}), driving, 0, run.n_frames, mode)
+        and run.inputs.matches(inputs.get("source", {}), source, pair.source_frame, 1, mode)
+    ):
+        return None
+    if run.proto.kind == "robustness" and not record.meta.get("heatmap"):
+        return None  # the Fig. 1 map needs every source's map
+    if run.opts.save_frames and not record.meta.get("frames_saved"):
+        return None  # --save-frames asks for the frames: generate them again
+    return record
+
+
+def _plan(run: _Run) -> list[tuple[str, int]]:
+    """Rank 0: sort every job of the directory into counted, pending (this command's
+    methods) and stale (earlier commands' methods); returns the pending jobs."""
+    names = {e.name for e in run.entries}
+    pending: list[tuple[str, int]] = []
+    for method in run.info["methods"]:
+        if method not in run.info["configs"]["methods"]:
+            continue  # never ran (skipped): nothing recorded
+        run.results[method] = {}
+        stale: list[str] = []
+        for i, pair in enumerate(run.pairs):
+            record = _valid(run, method, pair)
+            if record is not None and pair.key not in run.info["stale_inputs"].get(method, ()):
+                run.results[method][pair.key] = record
+            elif method in names:
+                pending.append((method, i))
+            elif record_path(run.out, method, pair).is_file():
+                stale.append(pair.key)
+        if stale:
+            run.stale[method] = stale_note(method, len(stale))
+            run.info["stale_inputs"][method] = sorted(
+                set(run.info["stale_inputs"].get(method, [])) | set(stale)
+            )
+            run.say(f"{method}: {run.stale[method]}")
+    done = sum(len(r) for m, r in run.results.items() if m in names)
+    if done:
+        run.say(f"{done} of {done + len(pending)} jobs already done: not recomputed")
+    return pending
+
+
+# ----------------------------------------------------------------- 6. jobs
+class _Methods:
+    """Methods built on first use (a resumed run loads nothing it does not need)."""
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.loaded: dict[str, Method] = {}
+        self.skipped: dict[str, str] = {}
+
+    def get(self, name: str) -> Method | None:
+        if name in self.skipped:
+            return None
+        if name not in self.loaded:
+            entry = next(e for e in self.run.entries if e.name == name)
+            assert self.run.ctx is not None
+            try:
+                self.loaded[name] = load_method(
+                    entry.spec, device=self.run.ctx.device, weights=self.run.opts.weights,
+                    **entry.options,
+                )  # fmt: skip
+            except (WeightsMissing, MethodUnavailable) as e:
+                self.skipped[name] = str(e)
+                self.run.info["skipped_methods"][name] = str(e)
+                self.run.say(f"skipped: method {name}: {e}")
+                return None
+        return self.loaded[name]
+
+
+def _run_share(run: _Run, share: list[tuple[str, int]], progress: ProgressFn) -> dict[str, Any]:
+    """Run this rank's jobs, committing a record after each; rank 0 also rewrites the
+    tables after each. Returns what rank 0 merges: timings and skipped methods."""
+    assert run.ctx is not None
+    methods = _Methods(run)
+    scorer: JobScorer | None = None  # built on the first job that needs computing
+    kinds = {s.key: s.kind for s in run.runnable}
+    timings: dict[str, dict[str, float]] = {}
+    totals = {m: sum(1 for n, _ in share if n == m) for m, _ in share}
+    done: dict[str, int] = {}
+    for name, index in share:
+        pair = run.pairs[index]
+        method = methods.get(name)
+        if method is None:
+            continue
+        scorer = scorer or JobScorer(build_evaluators(run.runnable, run.ctx))
+        path = record_path(run.out, name, pair)
+        frame_dir = path.parent / "frames" if run.opts.save_frames else None
+        shutil.rmtree(path.parent / "frames", ignore_errors=True)  # an unfinished job's
+        t0 = time.perf_counter()
+        output = run_job(
+            method, pair, run.videos, run.proto.resolution, run.n_frames, scorer,
+            run.opts.batch_size, frame_dir,
+        )  # fmt: skip
+        seconds = time.perf_counter() - t0
+        meta = {
+            "method": name,
+            "pair": {"driving": pair.driving, "source": pair.source,
+                     "source_frame": pair.source_frame},
+            "n_frames": output.n_frames,
+            "fingerprint": job_fingerprint(run.ids(name), pair),
+            "config": run.ids(name),
+            "inputs": {
+                "driving": run.inputs.keys(run.videos[pair.driving].path, 0, run.n_frames),
+                "source": run.inputs.keys(run.videos[pair.source].path, pair.source_frame, 1),
+            },
+            "frames_saved": frame_dir is not None,
+            "runtime": {"device": run.ctx.device, "batch_size": run.opts.batch_size,
+                        "seconds": round(seconds, 3), "rank": run.world.rank,
+                        "host": run.world.host},
+        }  # fmt: skip
+        heatmap = output.heatmap if run.proto.kind == "robustness" else None
+        record = JobRecord.write(path, meta, output.parts, kinds, heatmap)
+        t = timings.setdefault(name, {"seconds": 0.0, "frames": 0})
+        t["seconds"] += seconds
+        t["frames"] += output.n_frames
+        done[name] = done.get(name, 0) + 1
+        if run.world.is_main:
+            run.results.setdefault(name, {})[pair.key] = record
+            write_tables(run.out, run.info, run.ordered_results(), run.stale, final=False)
+        progress(name, done[name], totals[name])
+    return {"timings": timings, "skipped": methods.skipped, "rank": run.world.label()}
+
+
+# ----------------------------------------------------------------- 7. merge
+def _finish(run: _Run, pending: list[tuple[str, int]], reports: list[dict[str, Any]]) -> None:
+    """Rank 0: read the records the other ranks wrote, then the final tables."""
+    info = run.info
+    for report in reports:
+        for name, why in report["skipped"].items():
+            where = f" ({report['rank']})" if run.world.distributed else ""
+            info["skipped_methods"][name] = f"{why}{where}"
+    for name in {n for n, _ in pending}:
+        if name in info["skipped_methods"]:
+            run.results.pop(name, None)
+            continue
+        seconds = sum(r["timings"].get(name, {}).get("seconds", 0.0) for r in reports)
+        frames = sum(r["timings"].get(name, {}).get("frames", 0) for r in reports)
+        if frames:
+            info["timings"][name] = {
+                "seconds": round(seconds, 3),
+                "frames": frames,
+                "frames_per_s": round(frames / seconds, 2) if seconds else None,
+                "ranks": run.world.size,
+            }
+    for name, index in pending:
+        pair = run.pairs[index]
+        if name in info["skipped_methods"] or pair.key in run.results.get(name, {}):
+            continue
+        try:
+            record = JobRecord.read(record_path(run.out, name, pair))
+        except RecordError as e:
+            raise InputError(f"{e}: a rank did not finish its job; run the command again") from None
+        run.results.setdefault(name, {})[pair.key] = record
+    results = run.ordered_results()
+    if run.proto.kind == "robustness":
+        write_heatmaps(run.out, results)
+    write_tables(run.out, info, results, run.stale, final=True)
+    info["finished"] = _now()
+    write_json(run.out / "run.json", info)
+
+
+def run_protocol(
+    proto: Protocol,
+    opts: RunOptions,
+    on_progress: ProgressFn | None = None,
+    on_message: MessageFn | None = None,
+) -> Path:
+    """Run ``proto`` for every method of ``opts`` and write the run directory.
+
+    Returns:
+        The run directory (``opts.out``).
+
+    Raises:
+        ReenactbenchError: bad data, protocol, method name or option, run directory in
+            use or of another protocol. Methods that cannot run here (missing weights or
+            dependencies) are skipped instead.
+    """
+    world = opts.world or World()
+    say = on_message or (lambda _m: None)
+    progress = on_progress or (lambda _s, _d, _t: None)
+    entries = world.agree(lambda: resolve_methods(opts))
+    assert entries is not None
+    run = _Run(proto, opts, world, say, entries)
+    _load_inputs(run)
+    lock = RunLock(run.out, world.size, say)
+    try:
+        previous = world.agree(lambda: _open_run_dir(run, lock), main_only=True) or {}
+        configs = _configs(run)
+
+        def plan() -> list[tuple[str, int]]:
+            run.info = _run_info(run, previous, configs)
+            for name, cfg in configs["methods"].items():
+                before = previous.get("configs", {}).get("methods", {}).get(name)
+                if before and before["id"] != cfg["id"]:
+                    say(f"method {name}: code, options or weights changed: its jobs run again")
+            pending = _plan(run)
+            write_json(run.out / "run.json", run.info)
+            return pending
+
+        pending = world.agree(plan, main_only=True) or []
+        run.info = world.broadcast(run.info)
+        share = pending[world.rank :: world.size]
+        if world.distributed:
+            say(f"rank {world.rank} of {world.size}: {len(share)} of {len(pending)} jobs")
+        reports = world.gather(_run_share(run, share, progress))
+        if world.is_main:
+            _finish(run, pending, reports)
+    finally:
+        lock.release()
+    return run.out
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _git_commit() -> str | None:
@@ -104,285 +664,3 @@ def _versions() -> dict[str, str]:
         except PackageNotFoundError:
             continue
     return found
-
-
-def _fingerprint(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
-class _Job:
-    """Generation and scoring of one (method, pair)."""
-
-    def __init__(
-        self,
-        method: Method,
-        pair: Pair,
-        videos: dict[str, VideoRecord],
-        proto: Protocol,
-        n_frames: int,
-        batch_size: int,
-        scorer: JobScorer,
-    ) -> None:
-        self.method, self.pair, self.videos, self.proto = method, pair, videos, proto
-        self.n_frames, self.batch_size, self.scorer = n_frames, batch_size, scorer
-
-    def _source(self) -> np.ndarray:
-        """The source frame at its native size."""
-        rec = self.videos[self.pair.source]
-        try:
-            return next(iter_frames(rec.path, max_frames=1, start=self.pair.source_frame))
-        except InputError:
-            raise InputError(
-                f"{rec.path}: has no frame {self.pair.source_frame} to use as source"
-            ) from None
-
-    def run(self, frame_dir: Path | None) -> tuple[dict[str, JobPart], np.ndarray, int]:
-        """Returns the evaluators' parts, the per-pixel L1 sum ``(E, E) float64`` over
-        frames (mean over channels, 0..255), and the number of frames."""
-        res, eval_res = self.method.resolution, self.proto.resolution
-        truth: deque[np.ndarray] = deque()
-
-        def driving() -> Iterator[np.ndarray]:
-            rec = self.videos[self.pair.driving]
-            for frame in iter_frames(rec.path, max_frames=self.n_frames):
-                truth.append(resize(frame, eval_res))
-                yield resize(frame, res)
-
-        source = self._source()
-        self.scorer.begin(
-            resize(source, eval_res), (self.method.name, self.pair.key, self.pair.driving)
-        )
-        heat = np.zeros((eval_res, eval_res), dtype=np.float64)
-        fakes: list[np.ndarray] = []
-        reals: list[np.ndarray] = []
-        n = 0
-
-        def flush() -> None:
-            if fakes:
-                fake, real = np.stack(fakes), np.stack(reals)
-                self.scorer.add(fake, real)
-                heat[...] += np.abs(fake.astype(np.int16) - real).mean(axis=3).sum(axis=0)
-                if frame_dir is not None:
-                    write_png_folder(fake, frame_dir, start=n - len(fake))
-                fakes.clear()
-                reals.clear()
-
-        name = self.method.name
-        for out in self.method.reenact(resize(source, res), driving()):
-            out = check_output_frame(out, self.method)
-            if not truth:
-                raise MethodError(
-                    f"method {name!r} yielded frame {n + 1} before reading driving frame "
-                    f"{n + 1}; it must yield one frame per driving frame read"
-                )
-            fakes.append(resize(out, eval_res))
-            reals.append(truth.popleft())
-            n += 1
-            if len(fakes) >= self.batch_size:
-                flush()
-        flush()
-        if truth or n == 0:
-            raise MethodError(f"method {name!r} yielded {n} frames for {n + len(truth)} driving")
-        return self.scorer.end(), heat, n
-
-
-def run_protocol(
-    proto: Protocol,
-    opts: RunOptions,
-    on_progress: ProgressFn | None = None,
-    on_message: MessageFn | None = None,
-) -> Path:
-    """Run ``proto`` for every method of ``opts`` and write the run directory.
-
-    Returns:
-        The run directory (``opts.out``).
-
-    Raises:
-        ReenactbenchError: bad data, protocol, method name or run directory. Methods
-            that cannot run (missing weights or dependencies) are skipped instead.
-    """
-    say = on_message or (lambda _m: None)
-    progress = on_progress or (lambda _s, _d, _t: None)
-    for name in opts.methods:
-        method_class(name)  # unknown names fail before any work
-    specs = resolve_metrics(list(proto.metrics))
-    n_frames = min(x for x in (proto.frames, opts.max_frames) if x is not None)
-    dataset: Dataset = load_dataset(opts.data, resolution=proto.resolution)
-    videos = select_videos(proto, dataset, opts.max_videos)
-    pairs = make_pairs(
-        proto, videos, source_chooser(proto.source_selection, n_frames, proto.resolution)
-    )
-    out = Path(opts.out)
-    setup = {
-        "protocol": {k: v for k, v in proto.to_dict().items() if k != "path"},
-        "data": dataset.fingerprint(),
-        "frames": n_frames,
-        "pairs": [p.key for p in pairs],
-        "resolution": proto.resolution,
-        "resize": RESIZE_MODE,
-    }
-    run_json = out / "run.json"
-    previous: dict[str, Any] = {}
-    if run_json.is_file():
-        previous = json.loads(run_json.read_text())
-        if previous.get("setup") != json.loads(json.dumps(setup)):
-            raise InputError(
-                f"{out}: holds a run with a different protocol, data or frame/video limits; "
-                "pass a new --out (or delete it to start over)"
-            )
-        say(f"resuming run in {out}")
-    ctx = MetricContext(
-        device=opts.device,
-        batch_size=opts.batch_size,
-        weights=opts.weights,
-        options=opts.metric_options,
-        kind=proto.kind,
-        fvd_clip=proto.fvd_clip,
-    )
-    runnable, skipped_metrics, weight_records = prepare_metrics(specs, ctx)
-    for key, reason in skipped_metrics.items():
-        say(f"skipped: metric {key}: {reason}")
-    methods = list(dict.fromkeys([*previous.get("methods", []), *opts.methods]))
-    write_csv(
-        out / "pairs.csv",
-        ["driving", "source", "source_frame"],
-        [{"driving": p.driving, "source": p.source, "source_frame": p.source_frame} for p in pairs],
-    )
-    info: dict[str, Any] = {
-        "setup": setup,
-        "data": str(Path(opts.data).resolve()),
-        "protocol": proto.to_dict(),
-        "methods": methods,
-        "metrics": [s.key for s in specs],
-        "skipped_metrics": skipped_metrics,
-        "metric_options": dict(opts.metric_options),
-        "weights": weight_records,
-        "weight_flags": weight_flags(runnable, ctx, weight_records),
-        "bootstrap": opts.bootstrap,
-        "device": opts.device,
-        "batch_size": opts.batch_size,
-        "versions": _versions(),
-        "git_commit": _git_commit(),
-        "seeds": {"split": proto.split_seed, "pairing": proto.pairing_seed},
-        "started": previous.get("started") or datetime.now(UTC).isoformat(timespec="seconds"),
-        "finished": None,
-        "skipped_methods": dict(previous.get("skipped_methods", {})),
-        "timings": dict(previous.get("timings", {})),
-    }
-    write_json(run_json, info)
-
-    by_name = dataset.by_name()
-    kinds = {s.key: s.kind for s in runnable}
-    scorer: JobScorer | None = None  # built on the first job that needs computing
-    results: dict[str, list[JobResult]] = {}
-    total = len(opts.methods) * len(pairs)
-    done = 0
-    for name in opts.methods:
-        cls = method_class(name)
-        options = opts.method_options.get(name, {})
-        for weight in cls.weights:  # record the files a method will use, with checksums
-            try:
-                info["weights"].setdefault(
-                    weight, weight_record(weight, weight_path(weight, opts.weights))
-                )
-            except ReenactbenchError:
-                continue  # missing: the method reports it when it is loaded
-        fp_base = {
-            "method": cls.name,
-            "target": f"{cls.__module__}:{cls.__qualname__}",
-            "options": options,
-            "version": reenactbench.__version__,
-            "setup": {k: setup[k] for k in ("frames", "resolution", "resize", "data")},
-            "metrics": sorted(s.key for s in runnable),
-            "metric_options": dict(opts.metric_options),
-            "weights": {k: v["sha256"] for k, v in sorted(weight_records.items())},
-            "method_weights": {
-                w: info["weights"][w]["sha256"] for w in cls.weights if w in info["weights"]
-            },
-        }
-        method: Method | None = None
-        seconds, frames_done = 0.0, 0
-        results[cls.name] = []
-        info["skipped_methods"].pop(cls.name, None)
-        for pair in pairs:
-            job_dir = out / "cache" / cls.name / pair.key
-            fp = _fingerprint({**fp_base, "pair": pair.key})
-            cached = JobResult.load(job_dir, fp)
-            if cached is None:
-                if method is None:
-                    try:
-                        method = load_method(
-                            name, device=opts.device, weights=opts.weights, **options
-                        )
-                    except (WeightsMissing, MethodError) as e:
-                        info["skipped_methods"][cls.name] = str(e)
-                        say(f"skipped: method {cls.name}: {e}")
-                        break
-                if scorer is None:
-                    scorer = JobScorer(build_evaluators(runnable, ctx))
-                t0 = time.perf_counter()
-                frame_dir = job_dir / "frames" if opts.save_frames else None
-                parts, heat, n = _Job(
-                    method, pair, by_name, proto, n_frames, opts.batch_size, scorer
-                ).run(frame_dir)
-                seconds += time.perf_counter() - t0
-                frames_done += n
-                cached = JobResult(cls.name, pair, n, parts)
-                cached.save(job_dir, fp)
-                if proto.kind == "robustness":
-                    save_npy(job_dir / "heatmap.npy", (heat / n).astype(np.float32))
-            cached.release_rows(kinds)
-            results[cls.name].append(cached)
-            done += 1
-            _write_tables(out, proto, specs, results, info)
-            progress(cls.name, done, total)
-        if frames_done:
-            info["timings"][cls.name] = {
-                "seconds": round(seconds, 3),
-                "frames": frames_done,
-                "frames_per_s": round(frames_done / seconds, 2) if seconds else None,
-            }
-    if proto.kind == "robustness":
-        _write_heatmaps(out, pairs, results)
-    _write_tables(out, proto, specs, results, info, final=True)
-    info["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
-    write_json(run_json, info)
-    return out
-
-
-def _write_tables(
-    out: Path,
-    proto: Protocol,
-    specs: list[MetricSpec],
-    results: dict[str, list[JobResult]],
-    info: dict[str, Any],
-    final: bool = False,
-) -> None:
-    """Rewrite per_video.csv and summary.csv from the finished jobs (bootstrap intervals
-    only at the end: they are the slow part)."""
-    per_video, summary = summarise(
-        proto.kind,
-        specs,
-        results,
-        info["skipped_methods"],
-        info["skipped_metrics"],
-        n_jobs=len(info["setup"]["pairs"]),
-        bootstrap=info["bootstrap"] if final else 0,
-        weight_flags=info["weight_flags"],
-        final=final,
-    )
-    write_csv(out / "per_video.csv", PER_VIDEO_COLUMNS, per_video)
-    write_csv(out / "summary.csv", SUMMARY_COLUMNS, summary)
-
-
-def _write_heatmaps(out: Path, pairs: list[Pair], results: dict[str, list[JobResult]]) -> None:
-    """Per method and driving video: the per-pixel L1 map averaged over its sources."""
-    for method, jobs in results.items():
-        maps: dict[str, list[np.ndarray]] = {}
-        for job in jobs:
-            path = out / "cache" / method / job.pair.key / "heatmap.npy"
-            if path.is_file():
-                maps.setdefault(job.pair.driving, []).append(np.load(path))
-        for video, arrays in maps.items():
-            mean = np.mean(np.stack(arrays), axis=0).astype(np.float32)
-            save_npy(out / "heatmaps" / method / f"{video}.npy", mean)

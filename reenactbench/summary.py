@@ -1,4 +1,4 @@
-"""Job results and the run's tables: per_video.csv and summary.csv (design §7).
+"""The run's tables from its job records: per_video.csv and summary.csv (design §7).
 
 ``per_video.csv``: one row per (method, pair, metric): that job's value (frame metrics:
 the mean over its frames; FID/FVD: the Fréchet distance of its features; correlations:
@@ -14,25 +14,23 @@ the mean over dimensions). ``summary.csv``: one row per (method, metric):
 empty when off). ``info``: JSON facts recorded with the number (backend, excluded frames
 or series, weight checksum status). A metric that could not be computed has an empty
 value and ``note = "skipped: <why>"``; a method that could not run gets such a row for
-every metric. While a run is in progress ``note`` says ``partial: k/n jobs``.
+every metric. While a run is in progress ``note`` says ``partial: k/n jobs``; jobs whose
+records no longer count (made with other metric settings, code or frames) are named in
+the note as ``stale`` with the command that brings them up to date.
 """
 
 from __future__ import annotations
 
-import io
 import json
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from reenactbench.files import atomic_write_bytes, write_json
+from reenactbench.cache import JobRecord
 from reenactbench.metrics import MetricSpec
-from reenactbench.metrics.base import JobPart, job_value, merged_info, pooled_value
-from reenactbench.protocol import Pair
+from reenactbench.metrics.base import JobPart, merged_info, pooled_value
 
-__all__ = ["JobResult", "PER_VIDEO_COLUMNS", "SUMMARY_COLUMNS", "summarise"]
+__all__ = ["PER_VIDEO_COLUMNS", "SUMMARY_COLUMNS", "summarise"]
 
 PER_VIDEO_COLUMNS = ("method", "video", "source", "source_frame", "metric", "value", "n_frames")
 SUMMARY_COLUMNS = (
@@ -47,104 +45,6 @@ SUMMARY_COLUMNS = (
     "info",
     "note",
 )
-
-
-@dataclass
-class JobResult:
-    """The evaluators' parts of one (method, pair), by metric key."""
-
-    method: str
-    pair: Pair
-    n_frames: int
-    parts: dict[str, JobPart]
-    job_dir: Path | None = None  #: where it is stored (set by save / load)
-    _values: dict[str, float] = field(default_factory=dict, repr=False)
-    _released: set[str] = field(default_factory=set, repr=False)
-
-    def value(self, key: str, kind: str) -> float:
-        """The job value of metric ``key`` (computed once: a Fréchet distance is costly)."""
-        if key not in self._values:
-            self._values[key] = job_value(kind, self.full_part(key))
-        return self._values[key]
-
-    def release_rows(self, kinds: dict[str, str]) -> None:
-        """Compute the job values of distribution metrics, then drop their feature rows
-        from memory (:meth:`full_part` reads them back from disk when the pooled value
-        is computed), so a run's memory does not grow with its number of jobs."""
-        assert self.job_dir is not None, "save or load the result first"
-        for key, part in self.parts.items():
-            if kinds.get(key) == "distribution" and part.fake is not None:
-                self.value(key, "distribution")
-                part.fake = part.real = None
-                self._released.add(key)
-
-    def full_part(self, key: str) -> JobPart:
-        """The part of ``key`` with its feature rows (read from ``parts.npz`` if released)."""
-        part = self.parts[key]
-        if key not in self._released:
-            return part
-        assert self.job_dir is not None
-        with np.load(self.job_dir / "parts.npz") as z:
-            fake, real = z.get(f"{key}.fake"), z.get(f"{key}.real")
-        return JobPart(values=part.values, fake=fake, real=real, info=part.info)
-
-    def save(self, job_dir: Path, fingerprint: str) -> None:
-        """``result.json`` (per-frame values, info) + ``parts.npz`` (features, series);
-        the JSON is written last, so its presence marks a complete job."""
-        self.job_dir = job_dir
-        arrays = {}
-        for key, part in self.parts.items():
-            for side in ("fake", "real"):
-                value = getattr(part, side)
-                if value is not None:
-                    arrays[f"{key}.{side}"] = np.asarray(value)  # stored losslessly
-        if arrays:
-            buf = io.BytesIO()
-            np.savez(buf, **arrays)
-            atomic_write_bytes(job_dir / "parts.npz", buf.getvalue())
-        write_json(
-            job_dir / "result.json",
-            {
-                "fingerprint": fingerprint,
-                "method": self.method,
-                "driving": self.pair.driving,
-                "source": self.pair.source,
-                "source_frame": self.pair.source_frame,
-                "n_frames": self.n_frames,
-                "values": {
-                    k: p.values.tolist() for k, p in self.parts.items() if p.values is not None
-                },
-                "info": {k: p.info for k, p in self.parts.items()},
-            },
-        )
-
-    @classmethod
-    def load(cls, job_dir: Path, fingerprint: str) -> JobResult | None:
-        """The stored result if present and made with the same inputs, else ``None``."""
-        path = job_dir / "result.json"
-        if not path.is_file():
-            return None
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, OSError):
-            return None  # a torn write cannot happen (atomic), but a hand edit can
-        if data.get("fingerprint") != fingerprint:
-            return None
-        arrays: dict[str, np.ndarray] = {}
-        if (job_dir / "parts.npz").is_file():
-            with np.load(job_dir / "parts.npz") as z:
-                arrays = {k: z[k] for k in z.files}
-        parts = {}
-        for key, info in data["info"].items():
-            values = data["values"].get(key)
-            parts[key] = JobPart(
-                values=None if values is None else np.asarray(values, dtype=np.float64),
-                fake=arrays.get(f"{key}.fake"),
-                real=arrays.get(f"{key}.real"),
-                info=info,
-            )
-        pair = Pair(data["driving"], data["source"], int(data["source_frame"]))
-        return cls(data["method"], pair, int(data["n_frames"]), parts, job_dir)
 
 
 def _std(x: np.ndarray) -> float | None:
@@ -178,13 +78,14 @@ def _bootstrap(
 def summarise(
     kind: str,
     specs: list[MetricSpec],
-    results: dict[str, list[JobResult]],
+    results: dict[str, list[JobRecord]],
     skipped_methods: dict[str, str],
     skipped_metrics: dict[str, str] | None = None,
     n_jobs: int | None = None,
     bootstrap: int = 0,
     weight_flags: dict[str, str] | None = None,
     final: bool = True,
+    stale: dict[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rows of per_video.csv and summary.csv from the finished jobs.
 
@@ -199,8 +100,10 @@ def summarise(
         weight_flags: metric key -> a flag about its weights (unpinned / mismatch).
         final: ``False`` for the tables rewritten after each job: the pooled FID/FVD
             (a D x D eigendecomposition) is then left for the final write.
+        stale: method -> why some of its records no longer count (and how to redo them).
     """
     skipped_metrics = skipped_metrics or {}
+    stale = stale or {}
     weight_flags = weight_flags or {}
     per_video: list[dict[str, Any]] = []
     summary: list[dict[str, Any]] = []
@@ -216,9 +119,11 @@ def summarise(
                 continue
             done = [j for j in jobs if spec.key in j.parts]
             if not done:
+                if method in stale:
+                    summary.append({**row, "n": 0, "note": f"partial: 0/{n_jobs}; {stale[method]}"})
                 continue
             parts = [j.parts[spec.key] for j in done]
-            values = np.array([j.value(spec.key, spec.kind) for j in done])
+            values = np.array([j.value(spec.key) for j in done])
             for j, v in zip(done, values, strict=True):
                 per_video.append(
                     {
@@ -250,6 +155,8 @@ def summarise(
             note = ""
             if n_jobs is not None and len(done) < n_jobs:
                 note = f"partial: {len(done)}/{n_jobs} jobs"
+                if method in stale:
+                    note += f"; {stale[method]}"
             elif value is None:
                 note = "pending: computed when the run ends"
             elif np.isnan(value):

@@ -25,6 +25,7 @@ __all__ = [
     "VIDEO_SUFFIXES",
     "IMAGE_SUFFIXES",
     "VideoInfo",
+    "frame_files",
     "is_video",
     "list_videos",
     "probe",
@@ -54,7 +55,8 @@ class VideoInfo:
     fps: float
 
 
-def _frame_files(folder: Path) -> list[Path]:
+def frame_files(folder: Path) -> list[Path]:
+    """The frame images of a frame folder, in reading order (sorted by name)."""
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
@@ -151,7 +153,7 @@ def _iter_file(path: Path) -> Iterator[np.ndarray]:
 
 
 def _iter_folder(path: Path) -> Iterator[np.ndarray]:
-    files = _frame_files(path)
+    files = frame_files(path)
     first_shape: tuple[int, ...] | None = None
     for f in files:
         frame = read_image(f)
@@ -225,7 +227,7 @@ def probe(path: Path) -> VideoInfo:
     """
     path = Path(path)
     if path.is_dir():
-        files = _frame_files(path)
+        files = frame_files(path)
         if not files:
             raise InputError(f"{path}: the frame folder holds no PNG/JPG frames")
         h, w, _ = read_image(files[0]).shape

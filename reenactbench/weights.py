@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable, Mapping
@@ -317,6 +318,39 @@ def import_file(name: str, file: Path, force: bool = False) -> Path:
     return dest
 
 
+def _download(
+    url: str, part: Path, on_progress: Callable[[int, int], object], timeout: float
+) -> None:
+    """Download ``url`` into ``part``, resuming what it already holds (HTTP Range).
+
+    A server answers 416 (range not satisfiable) when ``part`` is already complete: then
+    nothing is downloaded (the caller verifies it); if its size disagrees with the
+    server's, it is downloaded again from the start."""
+    done = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code != 416 or not done:
+            raise
+        total = (e.headers.get("Content-Range") or "").rpartition("/")[2]
+        if total.isdigit() and int(total) == done:
+            on_progress(done, done)
+            return  # complete already
+        part.unlink()
+        _download(url, part, on_progress, timeout)
+        return
+    with response:
+        if done and response.status != 206:  # server ignored the range: start over
+            done = 0
+        total = done + int(response.headers.get("Content-Length") or 0)
+        with part.open("ab" if done else "wb") as f:
+            while chunk := response.read(1 << 20):
+                f.write(chunk)
+                done += len(chunk)
+                on_progress(done, max(total, done))
+
+
 def fetch(
     name: str,
     on_progress: Callable[[str, int, int], None] | None = None,
@@ -347,19 +381,9 @@ def fetch(
     dest = weights_home() / spec.filename
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-    done = part.stat().st_size if part.exists() else 0
-    request = urllib.request.Request(url, headers={"Range": f"bytes={done}-"} if done else {})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            if done and response.status != 206:  # server ignored the range: start over
-                done = 0
-            total = done + int(response.headers.get("Content-Length") or 0)
-            with part.open("ab" if done else "wb") as f:
-                while chunk := response.read(1 << 20):
-                    f.write(chunk)
-                    done += len(chunk)
-                    if on_progress:
-                        on_progress(name, done, max(total, done))
+        _download(url, part, lambda done, total: on_progress and on_progress(name, done, total),
+                  timeout)  # fmt: skip
     except OSError as e:  # URLError, HTTPError, timeouts: the .part file is kept to resume
         raise ReenactbenchError(
             f"downloading {name} from {url} failed ({e}); run the same command to resume"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -30,3 +32,29 @@ def write_folder_dataset(root: Path, names: list[str], n: int = 6, size: int = 6
     for i, name in enumerate(names):
         write_png_folder(blob_video(n, size, seed=i), root / name)
     return root
+
+
+def write_protocol(folder: Path, kind: str, **extra: object) -> Path:
+    """A small protocol file of ``kind`` (5 frames at 256, uniform robustness sources)."""
+    fields: dict[str, object] = {
+        "name": f"t_{kind}",
+        "kind": kind,
+        "split": "all",
+        "frames": 5,
+        "resolution": 256,
+        "metrics": ["l1", "psnr", "ssim", "lpips"],
+        "source_selection": "uniform",
+        "drivers": 2,
+        "sources": 3,
+        **extra,
+    }
+    lines = [f"{k} = {json.dumps(v)}" for k, v in fields.items()]
+    path = Path(folder) / f"{kind}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def read_summary(run_dir: Path) -> dict[tuple[str, str], dict[str, str]]:
+    """summary.csv as (method, metric) -> row."""
+    with (Path(run_dir) / "summary.csv").open() as f:
+        return {(r["method"], r["metric"]): r for r in csv.DictReader(f)}

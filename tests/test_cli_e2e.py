@@ -124,10 +124,10 @@ def test_resume_after_losing_results_recomputes_only_missing(
     before = (out / "summary.csv").read_text()
     jobs = sorted((out / "cache" / "landmark-warp").iterdir())
     shutil.rmtree(jobs[2])  # as if the run had been killed before this job finished
-    kept = (jobs[0] / "result.json").stat().st_mtime_ns
+    kept = (jobs[0] / "job.npz").stat().st_mtime_ns
     invoke(*args)
     assert (out / "summary.csv").read_text() == before
-    assert (jobs[0] / "result.json").stat().st_mtime_ns == kept
+    assert (jobs[0] / "job.npz").stat().st_mtime_ns == kept
 
 
 def test_prepare_cli(feat_video, tmp_path: Path) -> None:

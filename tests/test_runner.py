@@ -16,7 +16,9 @@ from reenactbench.metrics.pixel import l1, psnr
 from reenactbench.protocol import load_protocol
 from reenactbench.runner import RunOptions, run_protocol
 from reenactbench.video import read_frames, resize
+from tests.synthetic import read_summary as _summary
 from tests.synthetic import write_folder_dataset
+from tests.synthetic import write_protocol as _protocol
 
 NAMES = ["a_000", "a_001", "b_000", "b_001", "c_000", "c_001"]
 
@@ -24,30 +26,6 @@ NAMES = ["a_000", "a_001", "b_000", "b_001", "c_000", "c_001"]
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_folder_dataset(tmp_path_factory.mktemp("data"), NAMES, n=6, size=48)
-
-
-def _protocol(tmp_path: Path, kind: str, **extra: object) -> Path:
-    fields: dict[str, object] = {
-        "name": f"t_{kind}",
-        "kind": kind,
-        "split": "all",
-        "frames": 5,
-        "resolution": 256,
-        "metrics": ["l1", "psnr", "ssim", "lpips"],
-        "source_selection": "uniform",
-        "drivers": 2,
-        "sources": 3,
-        **extra,
-    }
-    lines = [f"{k} = {json.dumps(v)}" for k, v in fields.items()]
-    path = tmp_path / f"{kind}.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _summary(run_dir: Path) -> dict[tuple[str, str], dict[str, str]]:
-    with (run_dir / "summary.csv").open() as f:
-        return {(r["method"], r["metric"]): r for r in csv.DictReader(f)}
 
 
 def test_same_id_values_match_direct_computation(data: Path, tmp_path: Path) -> None:
@@ -162,7 +140,7 @@ def test_interrupted_run_resumes_to_identical_tables(
         run_protocol(proto, opts)
     partial = _summary(tmp_path / "run")
     assert partial["flaky", "l1"]["note"] == "partial: 3/6 jobs"  # finished work is kept
-    assert len(list((tmp_path / "run" / "cache" / "flaky").glob("*/result.json"))) == 3
+    assert len(list((tmp_path / "run" / "cache" / "flaky").glob("*/job.npz"))) == 3
     # the resumed run makes a fresh method whose calls restart at 1: only the 3 missing
     # jobs call it, so it never reaches call 4 again
     run_protocol(proto, opts)
@@ -248,7 +226,10 @@ def test_same_data_at_another_path_resumes(
     shutil.copytree(data, moved)
     monkeypatch.setenv("FLAKY_FAIL_ON", "1")  # any recomputation would raise
     run_protocol(proto, RunOptions(data=moved, methods=["flakyplugin3:Flaky"], out=tmp_path / "r"))
-    (moved / "a_000" / "000000.png").unlink()  # different data: refused, not mixed
+    (moved / "a_000" / "000000.png").unlink()  # other frames: that job alone recomputes
+    monkeypatch.setenv("FLAKY_FAIL_ON", "2")
+    run_protocol(proto, RunOptions(data=moved, methods=["flakyplugin3:Flaky"], out=tmp_path / "r"))
+    (moved / "a_001").rename(moved / "z_001")  # another data set: refused, not mixed
     with pytest.raises(InputError, match="different protocol, data"):
         run_protocol(proto, RunOptions(data=moved, methods=["static"], out=tmp_path / "r"))
 

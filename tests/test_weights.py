@@ -50,6 +50,12 @@ class _Server(http.server.BaseHTTPRequestHandler):
         if rng := self.headers.get("Range"):
             self.ranges.append(rng)
             start = int(rng.removeprefix("bytes=").split("-")[0])
+            if start >= len(body):  # what real servers answer to a complete download
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(body)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         else:
@@ -110,6 +116,25 @@ def test_fetch_verifies_and_resumes(
     assert _Server.ranges == ["bytes=100000-"] and seen[-1] == len(PAYLOAD)
     assert not part.exists()
     assert W.check_file("fid-inception", path) == "ok"
+
+
+@pytest.mark.parametrize("pinned", [True, False])
+def test_fetch_finishes_a_complete_partial_download(
+    server: str, home: Path, monkeypatch: pytest.MonkeyPatch, pinned: bool
+) -> None:
+    """A .part file that already holds the whole file (killed after the last byte, before
+    the check) is verified and installed, not resumed forever into HTTP 416."""
+    _pin(monkeypatch, "fid-inception", hashlib.sha256(PAYLOAD).hexdigest()[:8] if pinned else None)
+    dest = home / "weights" / "pt_inception-2015-12-05-6726825d.pth"
+    dest.parent.mkdir(parents=True)
+    part = dest.with_name(dest.name + ".part")
+    part.write_bytes(PAYLOAD)
+    assert W.fetch("fid-inception", url=server + "/fid.pth").read_bytes() == PAYLOAD
+    assert _Server.ranges == [f"bytes={len(PAYLOAD)}-"] and not part.exists()
+    part.write_bytes(PAYLOAD + b"junk")  # longer than the server's file: start over
+    _Server.ranges.clear()
+    assert W.fetch("fid-inception", url=server + "/fid.pth").read_bytes() == PAYLOAD
+    assert _Server.ranges == [f"bytes={len(PAYLOAD) + 4}-"]
 
 
 def test_fetch_rejects_wrong_hash(server: str, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Iterable, Iterator, Mapping
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ import torch
 from scipy.spatial import ConvexHull
 from torch import Tensor
 
+from reenactbench.batching import batched
 from reenactbench.errors import InputError
 from reenactbench.weights import weight_path
 
@@ -135,12 +135,6 @@ def normalize_kp(
     return out
 
 
-def _batched(it: Iterable[np.ndarray], n: int) -> Iterator[list[np.ndarray]]:
-    it = iter(it)
-    while chunk := list(islice(it, n)):
-        yield chunk
-
-
 class FOMMMethod:
     """FOMM vox-256 re-enactment (relative motion, keypoints of driving frame 0 as reference).
 
@@ -202,7 +196,7 @@ class FOMMMethod:
         kp_src = self.kp_detector(src)
         feats = self.generator.encode(src)  # (1,256,64,64), reused for every frame
         kp_init: dict[str, Tensor] | None = None
-        for chunk in _batched(driving, self.batch_size):
+        for chunk in batched(driving, self.batch_size):
             drv = self._to_model(np.stack(chunk))  # (B,3,256,256) in [0,1]
             kp_drv = self.kp_detector(drv)
             if kp_init is None:

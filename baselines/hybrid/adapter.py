@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from reenactbench.batching import batched
 from reenactbench.errors import InputError, MethodError
 from reenactbench.nn.directions import apply_direction, load_direction
 from reenactbench.weights import weight_path
@@ -65,12 +66,6 @@ __all__ = [
 #: Most driving frames CMA reads before rendering (memory bound: 256 frames at 256^2
 #: are 200 MB of float32).
 CMA_MAX_FRAMES = 256
-
-
-def _batched(items: Iterable[np.ndarray], n: int) -> Iterator[list[np.ndarray]]:
-    it = iter(items)
-    while chunk := list(islice(it, n)):
-        yield chunk
 
 
 def to_uint8(images: Tensor) -> np.ndarray:
@@ -209,7 +204,7 @@ class HybridMethod:
         head: Tensor | None = None
         if self.adjust == "cma" and self.cma_cfg.steps > 0:
             k = min(self.cma_cfg.batch * self.cma_cfg.steps, CMA_MAX_FRAMES)
-            parts = [model.preprocess(np.stack(c)) for c in _batched(islice(frames, k), 16)]
+            parts = [model.preprocess(np.stack(c)) for c in batched(islice(frames, k), 16)]
             head = torch.cat(parts) if parts else None
         original = model.generator
         tuned = self._lpips is not None and (self.adjust == "pti" or head is not None)
@@ -220,7 +215,7 @@ class HybridMethod:
             if head is not None:
                 for i in range(0, len(head), self.batch_size):
                     yield from self._render(src, head[i : i + self.batch_size])
-            for chunk in _batched(frames, self.batch_size):
+            for chunk in batched(frames, self.batch_size):
                 yield from self._render(src, model.preprocess(np.stack(chunk)))
         finally:
             model.generator = original

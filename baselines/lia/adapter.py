@@ -13,7 +13,6 @@ real-weight outputs nearly do; at most 1 level apart from truncation otherwise).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from itertools import islice
 from pathlib import Path
 from typing import ClassVar
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from reenactbench.batching import batched
 from reenactbench.errors import InputError, MethodError
 from reenactbench.weights import weight_path
 
@@ -39,12 +39,6 @@ def to_uint8(images: Tensor) -> np.ndarray:
     """``(B,3,S,S)`` float about [-1,1] -> ``(B,S,S,3) uint8`` (clamped, ``round((x+1)/2*255)``)."""
     x = ((images.detach().float().clamp(-1, 1) + 1) / 2 * 255).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).contiguous().cpu().numpy()
-
-
-def _batched(items: Iterable[np.ndarray], n: int) -> Iterator[list[np.ndarray]]:
-    it = iter(items)
-    while chunk := list(islice(it, n)):
-        yield chunk
 
 
 class LIAMethod:
@@ -97,7 +91,7 @@ class LIAMethod:
             )
         wa, d_src, feats = self.model.encode_source(to_model(source[None], self.device))
         alpha_start: Tensor | None = None
-        for chunk in _batched(driving, self.batch_size):
+        for chunk in batched(driving, self.batch_size):
             batch = to_model(np.stack(chunk), self.device)  # (B,3,256,256) in [-1,1]
             if alpha_start is None:  # motion of driving frame 0, the reference
                 alpha_start = self.model.enc.enc_motion(batch[:1])

@@ -54,21 +54,17 @@ class Dataset:
         return {v.name: v for v in self.videos}
 
     def fingerprint(self) -> str:
-        """Identifies the data, not where it lies: the sha256 of ``manifest.csv`` for a
-        prepared data set, else of the sorted (name, identity, size in bytes) list. A
-        run directory moved to another machine with the same data resumes."""
+        """Identifies the data set, not where it lies nor its frames' bytes: the sha256
+        of ``manifest.csv`` for a prepared data set, else of the sorted (name, identity)
+        list. A run directory moved to another machine with the same data resumes; the
+        frames each job read are checked per job (reenactbench/cache.py), so fixing one
+        frame recomputes the jobs that read it instead of refusing the run directory."""
         manifest = self.root / "manifest.csv"
         if self.resolution is not None and manifest.is_file():
             blob = manifest.read_bytes()
         else:
-            blob = "\n".join(f"{v.name},{v.identity},{_size(v.path)}" for v in self.videos).encode()
+            blob = "\n".join(f"{v.name},{v.identity}" for v in self.videos).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.iterdir() if p.is_file())
 
 
 def _read_mapping(path: Path) -> dict[str, str]:

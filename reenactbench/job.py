@@ -1,0 +1,118 @@
+"""One job: a method animates one source frame with one driving video; every frame it
+yields is scored against the ground truth as it arrives.
+
+The driving video is streamed once: frames go to the method at its resolution; outputs
+and ground truth are resized to the protocol's evaluation resolution (``video.resize``)
+and scored in batches. This module is part of the scoring code whose hash enters every
+job's fingerprint (reenactbench/cache.py).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from reenactbench.data.dataset import VideoRecord
+from reenactbench.errors import InputError, MethodError
+from reenactbench.methods import Method, check_output_frame
+from reenactbench.metrics.base import JobPart
+from reenactbench.protocol import Pair
+from reenactbench.scoring import JobScorer
+from reenactbench.video import iter_frames, resize, write_png_folder
+
+__all__ = ["JobOutput", "run_job", "read_source"]
+
+
+@dataclass
+class JobOutput:
+    """What a job produced: the evaluators' parts, the per-pixel mean L1 map ``(E, E)
+    float32`` over frames (mean over channels, 0..255) and the number of frames."""
+
+    parts: dict[str, JobPart]
+    heatmap: np.ndarray
+    n_frames: int
+
+
+def read_source(video: VideoRecord, frame: int) -> np.ndarray:
+    """Frame ``frame`` of ``video`` at its native size.
+
+    Raises:
+        InputError: the video has no such frame.
+    """
+    try:
+        return next(iter_frames(video.path, max_frames=1, start=frame))
+    except InputError:
+        raise InputError(f"{video.path}: has no frame {frame} to use as source") from None
+
+
+def run_job(
+    method: Method,
+    pair: Pair,
+    videos: dict[str, VideoRecord],
+    eval_res: int,
+    n_frames: int,
+    scorer: JobScorer,
+    batch_size: int,
+    frame_dir: Path | None = None,
+) -> JobOutput:
+    """Run ``method`` on ``pair`` and score it.
+
+    Args:
+        eval_res: evaluation resolution E (protocol).
+        n_frames: driving frames to use (the first ones).
+        batch_size: frames per scoring batch.
+        frame_dir: also write the generated frames there as PNG (lossless).
+
+    Raises:
+        MethodError: the method broke the adapter contract (frame count, shape, dtype).
+    """
+    res = method.resolution
+    truth: deque[np.ndarray] = deque()
+
+    def driving() -> Iterator[np.ndarray]:
+        for frame in iter_frames(videos[pair.driving].path, max_frames=n_frames):
+            real = resize(frame, eval_res)
+            # the method must never hold the array it is scored against (a method that
+            # wrote into its input would change its own ground truth)
+            truth.append(real.copy() if real is frame else real)
+            yield resize(frame, res)
+
+    source = read_source(videos[pair.source], pair.source_frame)
+    source_eval = resize(source, eval_res)
+    source_eval = source_eval.copy() if source_eval is source else source_eval
+    scorer.begin(source_eval, (method.name, pair.key, pair.driving))
+    heat = np.zeros((eval_res, eval_res), dtype=np.float64)
+    fakes: list[np.ndarray] = []
+    reals: list[np.ndarray] = []
+    n = 0
+
+    def flush() -> None:
+        if fakes:
+            fake, real = np.stack(fakes), np.stack(reals)
+            scorer.add(fake, real)
+            heat[...] += np.abs(fake.astype(np.int16) - real).mean(axis=3).sum(axis=0)
+            if frame_dir is not None:
+                write_png_folder(fake, frame_dir, start=n - len(fake))
+            fakes.clear()
+            reals.clear()
+
+    for out in method.reenact(resize(source, res), driving()):
+        out = check_output_frame(out, method)
+        if not truth:
+            raise MethodError(
+                f"method {method.name!r} yielded frame {n + 1} before reading driving frame "
+                f"{n + 1}; it must yield one frame per driving frame read"
+            )
+        fakes.append(resize(out, eval_res))
+        reals.append(truth.popleft())
+        n += 1
+        if len(fakes) >= batch_size:
+            flush()
+    flush()
+    if truth or n == 0:
+        raise MethodError(f"method {method.name!r} yielded {n} frames for {n + len(truth)} driving")
+    return JobOutput(scorer.end(), (heat / n).astype(np.float32), n)
