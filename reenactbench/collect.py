@@ -69,17 +69,17 @@ def load_records(
     method: str,
     pairs: Sequence[Pair],
     ids: dict[str, str],
-    stale_inputs: Sequence[str] = (),
+    stale_jobs: Sequence[str] = (),
 ) -> tuple[list[JobRecord], int]:
     """The records of ``method`` made with ``ids``, in pair order, and the number of pairs
     whose record was made otherwise, cannot be read, or whose frames changed since
-    (``stale_inputs``: pair keys, as the last run found them)."""
+    (``stale_jobs``: pair keys, as the last run found them)."""
     found, stale = [], 0
     for pair in pairs:
         path = record_path(run_dir, method, pair)
         if not path.is_file():
             continue
-        if pair.key in stale_inputs:
+        if pair.key in stale_jobs:
             stale += 1
             continue
         try:
@@ -165,7 +165,7 @@ def rebuild(run_dir: Path, say: Callable[[str], None] | None = None) -> None:
         if ids is None:
             continue
         results[method], n_stale = load_records(
-            run_dir, method, pairs, ids, info.get("stale_inputs", {}).get(method, ())
+            run_dir, method, pairs, ids, info.get("stale_jobs", {}).get(method, ())
         )
         if n_stale:
             stale[method] = stale_note(method, n_stale)

@@ -59,6 +59,7 @@ from reenactbench.lock import RunLock
 from reenactbench.methods import Method, check_options, load_method, method_class, method_options
 from reenactbench.metrics import MetricSpec, resolve_metrics
 from reenactbench.metrics.base import MetricContext
+from reenactbench.nn.precision import DTYPES
 from reenactbench.protocol import Pair, Protocol, make_pairs, select_videos
 from reenactbench.scoring import JobScorer, build_evaluators, prepare_metrics, weight_flags
 from reenactbench.sources import source_chooser
@@ -69,8 +70,6 @@ __all__ = ["DTYPES", "MethodEntry", "RunOptions", "resolve_methods", "run_protoc
 
 ProgressFn = Callable[[str, int, int], None]  #: (stage, done, total)
 MessageFn = Callable[[str], None]  #: one-line notices (skips, resumes)
-#: ``--dtype`` values: the precision methods run their networks in (metrics stay fp32).
-DTYPES = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -168,7 +167,7 @@ class _Run:
 
 
 # ----------------------------------------------------------------- 1. methods
-def resolve_methods(opts: RunOptions) -> list[MethodEntry]:
+def resolve_methods(opts: RunOptions, say: MessageFn | None = None) -> list[MethodEntry]:
     """The command's methods, checked before any work.
 
     Raises:
@@ -202,6 +201,8 @@ def resolve_methods(opts: RunOptions) -> list[MethodEntry]:
             options.setdefault("batch_size", opts.batch_size)
         if "dtype" in takes:
             options.setdefault("dtype", opts.dtype)
+        elif opts.dtype != "fp32" and say is not None:
+            say(f"method {name} has no dtype option: it runs as it is, not in {opts.dtype}")
         entries[name] = MethodEntry(spec, cls, options)
     unknown = sorted(set(opts.method_options) - used)
     if unknown:
@@ -375,7 +376,7 @@ def _run_info(run: _Run, previous: dict[str, Any], configs: dict[str, Any]) -> d
     methods = list(dict.fromkeys([*previous.get("methods", []), *names]))
     methods = [m for m in methods if m in names or m in earlier]
     skipped_methods = {k: v for k, v in was_skipped.items() if k in earlier}
-    stale_inputs = {k: v for k, v in previous.get("stale_inputs", {}).items() if k not in names}
+    stale_jobs = {k: v for k, v in previous.get("stale_jobs", {}).items() if k not in names}
     return {
         "setup": run.setup,
         "data": str(Path(opts.data).resolve()),
@@ -403,61 +404,68 @@ def _run_info(run: _Run, previous: dict[str, Any], configs: dict[str, Any]) -> d
         "started": previous.get("started") or _now(),
         "finished": None,
         "skipped_methods": skipped_methods,
-        "stale_inputs": stale_inputs,
+        "stale_jobs": stale_jobs,
         "timings": dict(previous.get("timings", {})),
     }
 
 
-def _valid(run: _Run, method: str, pair: Pair) -> JobRecord | None:
-    """The record of (method, pair) if it can be trusted for this run, else ``None``."""
+def _check(run: _Run, method: str, pair: Pair) -> tuple[JobRecord | None, str]:
+    """The record of (method, pair) if it can be trusted for this run, else ``None``
+    and why not: ``missing``, ``unreadable``, ``config`` (made with other settings or
+    code), ``inputs`` (its frames changed), ``incomplete`` (no heatmap / frames asked)."""
     path = record_path(run.out, method, pair)
     if not path.is_file():
-        return None
+        return None, "missing"
     try:
         record = JobRecord.read(path)
     except RecordError as e:
-        run.say(f"recomputing {method} {pair.key}: {e}")
-        return None
+        run.say(f"{method} {pair.key}: {e}")
+        return None, "unreadable"
     if record.meta.get("fingerprint") != job_fingerprint(run.ids(method), pair):
-        return None
+        return None, "config"
     inputs = record.meta.get("inputs", {})
     mode = run.opts.frames_key
     driving, source = run.videos[pair.driving].path, run.videos[pair.source].path
-    if not (
+    if pair.key in run.info["stale_jobs"].get(method, ()) or not (
         run.inputs.matches(inputs.get("driving", {}), driving, 0, run.n_frames, mode)
         and run.inputs.matches(inputs.get("source", {}), source, pair.source_frame, 1, mode)
     ):
-        return None
+        return None, "inputs"
     if run.proto.kind == "robustness" and not record.meta.get("heatmap"):
-        return None  # the Fig. 1 map needs every source's map
+        return None, "incomplete"  # the Fig. 1 map needs every source's map
     if run.opts.save_frames and not record.meta.get("frames_saved"):
-        return None  # --save-frames asks for the frames: generate them again
-    return record
+        return None, "incomplete"  # --save-frames asks for the frames: generate them again
+    return record, "ok"
 
 
 def _plan(run: _Run) -> list[tuple[str, int]]:
     """Rank 0: sort every job of the directory into counted, pending (this command's
-    methods) and stale (earlier commands' methods); returns the pending jobs."""
+    methods) and stale (earlier commands' methods); returns the pending jobs.
+
+    A stale record whose config still matches but whose frames changed is listed in
+    run.json's ``stale_jobs`` (``report`` cannot see the frames); other stale records
+    are recognised by their fingerprint alone."""
     names = {e.name for e in run.entries}
     pending: list[tuple[str, int]] = []
     for method in run.info["methods"]:
         if method not in run.info["configs"]["methods"]:
             continue  # never ran (skipped): nothing recorded
         run.results[method] = {}
-        stale: list[str] = []
+        stale, changed_inputs = 0, []
         for i, pair in enumerate(run.pairs):
-            record = _valid(run, method, pair)
-            if record is not None and pair.key not in run.info["stale_inputs"].get(method, ()):
+            record, why = _check(run, method, pair)
+            if record is not None:
                 run.results[method][pair.key] = record
             elif method in names:
                 pending.append((method, i))
-            elif record_path(run.out, method, pair).is_file():
-                stale.append(pair.key)
+            elif why != "missing":
+                stale += 1
+                if why == "inputs":
+                    changed_inputs.append(pair.key)
+        if changed_inputs:
+            run.info["stale_jobs"][method] = sorted(changed_inputs)
         if stale:
-            run.stale[method] = stale_note(method, len(stale))
-            run.info["stale_inputs"][method] = sorted(
-                set(run.info["stale_inputs"].get(method, [])) | set(stale)
-            )
+            run.stale[method] = stale_note(method, stale)
             run.say(f"{method}: {run.stale[method]}")
     done = sum(len(r) for m, r in run.results.items() if m in names)
     if done:
@@ -492,6 +500,16 @@ class _Methods:
                 return None
         return self.loaded[name]
 
+    def release_all_but(self, name: str) -> None:
+        """Free the methods whose jobs are done (a rank's share is ordered by method),
+        so one GPU holds one method's networks at a time."""
+        for other in [m for m in self.loaded if m != name]:
+            del self.loaded[other]
+            if self.run.ctx is not None and self.run.ctx.device.startswith("cuda"):
+                import torch
+
+                torch.cuda.empty_cache()
+
 
 def _run_share(run: _Run, share: list[tuple[str, int]], progress: ProgressFn) -> dict[str, Any]:
     """Run this rank's jobs, committing a record after each; rank 0 also rewrites the
@@ -505,6 +523,7 @@ def _run_share(run: _Run, share: list[tuple[str, int]], progress: ProgressFn) ->
     done: dict[str, int] = {}
     for name, index in share:
         pair = run.pairs[index]
+        methods.release_all_but(name)
         method = methods.get(name)
         if method is None:
             continue
@@ -604,7 +623,7 @@ def run_protocol(
     world = opts.world or World()
     say = on_message or (lambda _m: None)
     progress = on_progress or (lambda _s, _d, _t: None)
-    entries = world.agree(lambda: resolve_methods(opts))
+    entries = world.agree(lambda: resolve_methods(opts, say))
     assert entries is not None
     run = _Run(proto, opts, world, say, entries)
     _load_inputs(run)

@@ -208,8 +208,9 @@ def test_method_options_are_checked_before_any_work(
     for option, message in (
         (
             f"{plugin}:Counted:shfit=1",
-            "bad options ['shfit'] (got an unexpected keyword argument 'shfit'); its options: shift",
-        ),  # noqa: E501
+            "bad options ['shfit'] (got an unexpected keyword argument 'shfit'); "
+            "its options: shift",
+        ),
         ("counted:shfit=1", "bad options ['shfit']"),
         ("fomm:batch_size=2", "'fomm', which is not a --method of this command"),
     ):
@@ -406,3 +407,75 @@ def test_changed_frames_leave_earlier_methods_stale_until_rerun(
     assert read_summary(out)["counted", "l1"]["note"].startswith(note)
     run_protocol(proto, RunOptions(data, [f"{plugin}:Counted"], out))
     assert read_summary(out)["counted", "l1"]["note"] == "" and _n_calls(calls) == 5
+
+
+RUNTIME = textwrap.dedent('''
+    import json, os
+
+    class Tunable:
+        """Records the runtime options it was built with."""
+        name, resolution, weights = "tunable", 32, ()
+
+        def __init__(self, device="cpu", weights=None, batch_size=4, dtype="fp32"):
+            with open(os.environ["CALLS"], "a") as f:
+                f.write(json.dumps({"batch_size": batch_size, "dtype": dtype}) + "\\n")
+
+        def reenact(self, source, driving):
+            for _ in driving:
+                yield source
+''')
+
+
+def test_batch_size_and_dtype_reach_the_methods(
+    data: Path, tmp_path: Path, proto, calls: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "tunableplug.py").write_text(RUNTIME)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "run"
+    said: list[str] = []
+    run_protocol(
+        proto,
+        RunOptions(data, ["tunableplug:Tunable", "static"], out, batch_size=3, dtype="bf16"),
+        on_message=said.append,
+    )
+    assert json.loads(calls.read_text()) == {"batch_size": 3, "dtype": "bf16"}
+    assert "method static has no dtype option: it runs as it is, not in bf16" in said
+    run_protocol(proto, RunOptions(data, ["tunableplug:Tunable"], out, batch_size=5))
+    lines = calls.read_text().splitlines()  # dtype is in the fingerprint, batch_size not
+    assert [json.loads(x)["dtype"] for x in lines] == ["bf16", "fp32"]
+    run_protocol(proto, RunOptions(data, ["tunableplug:Tunable"], out, batch_size=7))
+    assert len(calls.read_text().splitlines()) == 2
+
+
+def test_reduced_precision_stays_inside_the_method(tmp_path: Path) -> None:
+    """--dtype bf16 runs FOMM's networks under autocast, never the metrics that score it."""
+    import torch
+
+    from reenactbench.metrics import MetricSpec, register_metric
+    from reenactbench.metrics.registry import _REGISTRY
+    from tests.test_fomm import seeded_checkpoint
+
+    seen: list[bool] = []
+
+    def probe(fake: np.ndarray, real: np.ndarray) -> np.ndarray:
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return np.abs(fake.astype(float) - real).mean(axis=(1, 2, 3))
+
+    register_metric(MetricSpec("autocast_probe", "P", False, "", "frame", fn=probe))
+    try:
+        data = write_folder_dataset(tmp_path / "data", ["a_000", "b_000"], n=3, size=64)
+        torch.save(seeded_checkpoint(), tmp_path / "vox-cpk.pth.tar")
+        proto = load_protocol(
+            write_protocol(tmp_path, "same-id", frames=3, metrics=["autocast_probe"])
+        )
+        values = {}
+        for dtype in ("fp32", "bf16"):
+            out = run_protocol(proto, RunOptions(
+                data, ["fomm"], tmp_path / dtype, batch_size=2, dtype=dtype,
+                weights={"fomm-vox": tmp_path / "vox-cpk.pth.tar"},
+            ))  # fmt: skip
+            values[dtype] = read_summary(out)["fomm", "autocast_probe"]["value"]
+    finally:
+        _REGISTRY.pop("autocast_probe")
+    assert seen and not any(seen)
+    assert values["fp32"] != values["bf16"]  # bf16 did run, inside the method

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from reenactbench.batching import batched
 from reenactbench.errors import InputError
+from reenactbench.nn.precision import autocast, check_dtype
 from reenactbench.weights import weight_path
 
 from .model import KPDetector, OcclusionAwareGenerator, build_vox256
@@ -135,6 +136,10 @@ def normalize_kp(
     return out
 
 
+def _fp32(kp: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.float() for k, v in kp.items()}
+
+
 class FOMMMethod:
     """FOMM vox-256 re-enactment (relative motion, keypoints of driving frame 0 as reference).
 
@@ -147,6 +152,7 @@ class FOMMMethod:
         relative: relative keypoint motion and jacobians (upstream ``--relative``).
         adapt_movement_scale: scale motion by the keypoint hull-area ratio.
         align_corners: ``grid_sample`` setting; ``False`` = upstream on current torch.
+        dtype: network precision, ``fp32`` (default), ``bf16`` or ``fp16`` (autocast).
     """
 
     name = "fomm"
@@ -162,9 +168,11 @@ class FOMMMethod:
         relative: bool = True,
         adapt_movement_scale: bool = True,
         align_corners: bool = False,
+        dtype: str = "fp32",
     ) -> None:
         if batch_size < 1:
             raise InputError(f"fomm: batch_size must be >= 1, got {batch_size}")
+        self.dtype = check_dtype(dtype, "method 'fomm'")
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.relative = relative
@@ -193,12 +201,14 @@ class FOMMMethod:
     def reenact(self, source: np.ndarray, driving: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """``source`` (256,256,3) uint8; yields one (256,256,3) uint8 per driving frame."""
         src = self._to_model(np.asarray(source)[None])  # (1,3,256,256) in [0,1]
-        kp_src = self.kp_detector(src)
-        feats = self.generator.encode(src)  # (1,256,64,64), reused for every frame
+        with autocast(self.device, self.dtype):  # networks only; keypoint algebra in fp32
+            kp_src = _fp32(self.kp_detector(src))
+            feats = self.generator.encode(src)  # (1,256,64,64), reused for every frame
         kp_init: dict[str, Tensor] | None = None
         for chunk in batched(driving, self.batch_size):
             drv = self._to_model(np.stack(chunk))  # (B,3,256,256) in [0,1]
-            kp_drv = self.kp_detector(drv)
+            with autocast(self.device, self.dtype):  # left before yielding: metrics stay fp32
+                kp_drv = _fp32(self.kp_detector(drv))
             if kp_init is None:
                 kp_init = {k: v[:1] for k, v in kp_drv.items()}  # driving frame 0
             kp_norm = normalize_kp(
@@ -206,8 +216,9 @@ class FOMMMethod:
             )
             b = drv.shape[0]
             kp_s = {k: v.expand(b, *v.shape[1:]) for k, v in kp_src.items()}
-            out = self.generator(
-                src.expand(b, -1, -1, -1), kp_norm, kp_s, features=feats.expand(b, -1, -1, -1)
-            )["prediction"]
+            with autocast(self.device, self.dtype):
+                out = self.generator(
+                    src.expand(b, -1, -1, -1), kp_norm, kp_s, features=feats.expand(b, -1, -1, -1)
+                )["prediction"].float()
             u8 = (out.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
             yield from u8

@@ -47,6 +47,7 @@ from torch import Tensor
 from reenactbench.batching import batched
 from reenactbench.errors import InputError, MethodError
 from reenactbench.nn.directions import apply_direction, load_direction
+from reenactbench.nn.precision import autocast, check_dtype
 from reenactbench.weights import weight_path
 
 from .checkpoint import load_hybrid, read_config
@@ -114,6 +115,8 @@ class HybridMethod:
         batch_size: driving frames encoded and rendered at once.
         cma_steps: override ``[cma] steps`` (``hybrid-pti``: ``[pti] steps``); 0 = skip.
         edit: ``"DIRECTION=STRENGTH"`` attribute edit (Eq. 4).
+        dtype: inference precision, ``fp32`` (default), ``bf16`` or ``fp16`` (autocast;
+            CMA / PTI tuning always runs in fp32).
 
     Raises:
         WeightsMissing: checkpoint, stylegan2-ffhq (if the checkpoint needs it) or
@@ -138,7 +141,9 @@ class HybridMethod:
         batch_size: int = 4,
         cma_steps: int | None = None,
         edit: str | None = None,
+        dtype: str = "fp32",
     ) -> None:
+        self.dtype = check_dtype(dtype, f"method {self.name!r}")
         if batch_size < 1:
             raise MethodError(f"method {self.name!r}: batch_size must be >= 1, got {batch_size}")
         if cma_steps is not None and cma_steps < 0:
@@ -171,7 +176,7 @@ class HybridMethod:
 
     def _render(self, src: Latents, x: Tensor) -> np.ndarray:
         """Driving frames ``(B, 3, in, in)`` [-1, 1] -> ``(B, R, R, 3) uint8``."""
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.device, self.dtype):
             drv = self.model.encode(x)
             return to_uint8(self.model.reenact(src, drv, edit=self._edit))
 

@@ -280,11 +280,10 @@ class HybridModel(nn.Module):
             bilinear resize with antialiasing (``F.interpolate(..., antialias=True)``,
             skipped when already that size), then ``x / 127.5 - 1``.
         """
-        x = (
-            torch.from_numpy(np.ascontiguousarray(frames))
-            if isinstance(frames, np.ndarray)
-            else frames
-        )
+        if isinstance(frames, np.ndarray):  # a writable copy: inputs may be read-only
+            x = torch.from_numpy(np.array(frames, order="C", copy=True))
+        else:
+            x = frames
         if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[-1] != 3:
             raise InputError(
                 f"frames must be (B, H, W, 3) uint8 RGB, got {tuple(x.shape)} {x.dtype}"

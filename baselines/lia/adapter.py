@@ -22,6 +22,7 @@ from torch import Tensor
 
 from reenactbench.batching import batched
 from reenactbench.errors import InputError, MethodError
+from reenactbench.nn.precision import autocast, check_dtype
 from reenactbench.weights import weight_path
 
 from .model import load_lia
@@ -49,6 +50,7 @@ class LIAMethod:
         weights: weight name -> file overrides (``lia-vox``).
         checkpoint: checkpoint file, overriding ``lia-vox`` (e.g. one retrained on HDTF).
         batch_size: driving frames rendered at once.
+        dtype: network precision, ``fp32`` (default), ``bf16`` or ``fp16`` (autocast).
 
     Raises:
         WeightsMissing: no checkpoint given and ``lia-vox`` not in the cache.
@@ -66,10 +68,12 @@ class LIAMethod:
         weights: Mapping[str, Path] | None = None,
         checkpoint: str | None = None,
         batch_size: int = 8,
+        dtype: str = "fp32",
     ) -> None:
         if batch_size < 1:
             raise MethodError(f"method {self.name!r}: batch_size must be >= 1, got {batch_size}")
         self.device, self.batch_size = device, batch_size
+        self.dtype = check_dtype(dtype, f"method {self.name!r}")
         path = Path(checkpoint) if checkpoint else weight_path("lia-vox", weights)
         self.model = load_lia(path, device, size=self.resolution)
 
@@ -89,10 +93,13 @@ class LIAMethod:
             raise InputError(
                 f"lia: source must be ({r},{r},3) uint8, got {source.shape} {source.dtype}"
             )
-        wa, d_src, feats = self.model.encode_source(to_model(source[None], self.device))
+        with autocast(self.device, self.dtype):
+            wa, d_src, feats = self.model.encode_source(to_model(source[None], self.device))
         alpha_start: Tensor | None = None
         for chunk in batched(driving, self.batch_size):
             batch = to_model(np.stack(chunk), self.device)  # (B,3,256,256) in [-1,1]
-            if alpha_start is None:  # motion of driving frame 0, the reference
-                alpha_start = self.model.enc.enc_motion(batch[:1])
-            yield from to_uint8(self.model.animate(wa, d_src, feats, batch, alpha_start))
+            with autocast(self.device, self.dtype):  # left before yielding: metrics stay fp32
+                if alpha_start is None:  # motion of driving frame 0, the reference
+                    alpha_start = self.model.enc.enc_motion(batch[:1])
+                out = to_uint8(self.model.animate(wa, d_src, feats, batch, alpha_start))
+            yield from out
