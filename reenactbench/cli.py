@@ -77,6 +77,9 @@ def progress_bar() -> Iterator[object]:
     if _state["quiet"]:
         yield lambda _s, _d, _t: None
         return
+    if not err.is_terminal:  # logs (cluster jobs, pipes): plain lines, at most every 10 s
+        yield _plain_progress()
+        return
     bars = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -99,6 +102,22 @@ def progress_bar() -> Iterator[object]:
     finally:
         if tasks:
             bars.stop()
+
+
+def _plain_progress(every: float = 10.0) -> Callable[[str, int, int], None]:
+    """``stage: done/total`` lines on stderr: each stage's first and last update, and at
+    most one line per ``every`` seconds in between."""
+    import time
+
+    last: dict[str, float] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if stage not in last or done >= total or now - last[stage] >= every:
+            last[stage] = now
+            err.print(f"{escape(stage)}: {done}/{total}", highlight=False)
+
+    return update
 
 
 def _notice(message: str) -> None:

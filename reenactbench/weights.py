@@ -38,6 +38,7 @@ __all__ = [
     "check_file",
     "weight_record",
     "fetch",
+    "check_format",
     "import_file",
 ]
 
@@ -294,6 +295,41 @@ def weight_record(name: str, path: Path) -> dict[str, str]:
     return {"path": str(path), "sha256": sha256_file(path), "status": check_file(name, path)}
 
 
+def check_format(name: str, path: Path) -> None:
+    """Check that ``path`` is a file of the format ``name`` needs before it is installed
+    (never by unpickling it): a torch checkpoint loads with ``weights_only=True``, a
+    TorchScript file is a zip holding ``constants.pkl``, an ONNX file a protobuf
+    ``ModelProto`` (starts with its ``ir_version`` field).
+
+    Raises:
+        InputError: anything else (a text file, an HTML error page, another format).
+    """
+    import argparse
+
+    spec = get_spec(name)
+    fmt = spec.format.split(" ")[0]
+    path = Path(path)
+    expected = f"is not a {name} file ({spec.format}; {spec.filename} from {spec.page})"
+    if fmt == "onnx":
+        with path.open("rb") as f:
+            head = f.read(2)
+        if len(head) < 2 or head[0] != 0x08:
+            raise InputError(f"{path}: {expected}")
+    elif fmt == "torchscript":
+        if not zipfile.is_zipfile(path) or not any(
+            n.endswith("constants.pkl") for n in zipfile.ZipFile(path).namelist()
+        ):
+            raise InputError(f"{path}: {expected}")
+    else:
+        from reenactbench.nn.loading import safe_load
+
+        try:
+            safe_load(path, f"{name} file", [argparse.Namespace], mmap=zipfile.is_zipfile(path))
+        except InputError as e:
+            detail = str(e).split(": ", 1)[-1]
+            raise InputError(f"{path}: {expected}; {detail}") from None
+
+
 def import_file(name: str, file: Path, force: bool = False) -> Path:
     """Copy ``file`` into the cache under the official name of ``name``.
 
@@ -305,6 +341,7 @@ def import_file(name: str, file: Path, force: bool = False) -> Path:
     file = Path(file)
     if not file.is_file():
         raise InputError(f"{file}: no such file")
+    check_format(name, file)
     if not force and check_file(name, file) == "mismatch":
         raise InputError(
             f"{file}: sha256 {sha256_file(file)[:16]}... does not match the published "
@@ -398,6 +435,12 @@ def fetch(
             with z.open(members[0]) as src, extracted.open("wb") as out:
                 shutil.copyfileobj(src, out)
         payload = extracted
+    try:
+        check_format(name, payload)
+    except InputError:
+        part.unlink(missing_ok=True)
+        payload.unlink(missing_ok=True)
+        raise
     if check_file(name, payload) == "mismatch":
         got = sha256_file(payload)
         part.unlink(missing_ok=True)

@@ -150,12 +150,14 @@ def test_bad_source_shape(checkpoint: Path) -> None:
         next(method.reenact(np.zeros((128, 128, 3), np.uint8), [np.zeros((256, 256, 3), np.uint8)]))
 
 
-def test_unsafe_pickle_needs_trust(tmp_path: Path) -> None:
+def test_other_pickled_objects_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "unsafe.pt"
     torch.save({"gen": seeded_state_dict(0), "extra": PurePosixPath("x")}, path)
-    with pytest.raises(InputError, match="trust_pickle"):
+    with pytest.raises(
+        InputError,
+        match=r"refused: this LIA checkpoint .* other than tensors \(it pickles pathlib.PurePo",
+    ):
         load_lia(path)
-    assert isinstance(load_lia(path, trust_pickle=True), Generator)
 
 
 # --- fixture regeneration (runs upstream's code from LIA_DIR, outside this tree) ------------

@@ -255,7 +255,7 @@ def test_strict_load_names_the_file(tmp_path: Path, change: str) -> None:
 def test_load_rejects_pickled_code_and_wrong_size(tmp_path: Path, small_file: Path) -> None:
     bad = tmp_path / "code.pt"
     torch.save({"g_ema": seeded_state_dict(), "latent_avg": torch.zeros(64), "x": Path("a")}, bad)
-    with pytest.raises(InputError, match="weights_only=True"):
+    with pytest.raises(InputError, match="refused: .* holds objects other than tensors"):
         load_generator(bad)
     with pytest.raises(InputError, match="64x64, expected 256x256"):
         load_generator(small_file, size=256)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from reenactbench import weights as W
@@ -23,7 +24,15 @@ from reenactbench.metrics.base import MetricContext
 from reenactbench.metrics.registry import _REGISTRY
 from reenactbench.scoring import prepare_metrics
 
-PAYLOAD = np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8).tobytes()
+
+def _torch_bytes() -> bytes:
+    buf = io.BytesIO()
+    torch.save({"w": torch.from_numpy(np.random.default_rng(0).normal(size=40_000))}, buf)
+    return buf.getvalue()
+
+
+PAYLOAD = _torch_bytes()  #: a real (tiny) torch file: fetch and import check the format
+ONNX = b"\x08\x07" + np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8).tobytes()
 
 
 @pytest.fixture(autouse=True)
@@ -76,7 +85,7 @@ def server() -> Iterator[str]:
     _Server.ranges.clear()
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("buffalo_l/w600k_r50.onnx", PAYLOAD)
+        z.writestr("buffalo_l/w600k_r50.onnx", ONNX)
         z.writestr("buffalo_l/det_10g.onnx", b"other")
     _Server.files = {"/fid.pth": PAYLOAD, "/buffalo_l.zip": buf.getvalue()}
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -146,7 +155,7 @@ def test_fetch_rejects_wrong_hash(server: str, home: Path, monkeypatch: pytest.M
 
 def test_fetch_extracts_zip_member(server: str, home: Path) -> None:
     path = W.fetch("arcface-r50", url=server + "/buffalo_l.zip")
-    assert path.name == "w600k_r50.onnx" and path.read_bytes() == PAYLOAD
+    assert path.name == "w600k_r50.onnx" and path.read_bytes() == ONNX
     assert W.check_file("arcface-r50", path) == "unpinned"
 
 

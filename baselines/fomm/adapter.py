@@ -13,7 +13,6 @@ Images enter the network as ``(B,3,256,256) float32 in [0,1]`` (upstream's skima
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from torch import Tensor
 
 from reenactbench.batching import batched
 from reenactbench.errors import InputError
+from reenactbench.nn.loading import safe_load
 from reenactbench.nn.precision import autocast, check_dtype
 from reenactbench.weights import weight_path
 
@@ -32,36 +32,10 @@ from .model import KPDetector, OcclusionAwareGenerator, build_vox256
 __all__ = ["FOMMMethod", "load_fomm", "normalize_kp"]
 
 
-def _load_pickle(path: Path, trust_pickle: bool) -> object:
-    """``torch.load`` with ``weights_only=True``; ``weights_only=False`` only if trusted."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such FOMM checkpoint file") from None
-    except (RuntimeError, EOFError, OSError) as e:
-        msg = " ".join(str(e).split())[:200]
-        raise InputError(f"{path}: cannot read as a torch checkpoint ({msg})") from None
-    except pickle.UnpicklingError as e:
-        if not trust_pickle:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise InputError(
-                f"{path}: torch.load(weights_only=True) refused this FOMM checkpoint ({first}); "
-                "if you trust the file, pass trust_pickle=True (the fomm adapter does so for "
-                "the registered fomm-vox file), or re-save it as a dict of state dicts"
-            ) from None
-    # Trusted file only: the official vox-cpk.pth.tar was written by torch 1.0 and also
-    # holds the discriminator and optimizer states; should the restricted unpickler reject
-    # anything in it, the caller has vouched for the file (the registered fomm-vox weight,
-    # chosen by the user) and the full unpickler is used. Only 'generator' and
-    # 'kp_detector' are read.
-    return torch.load(path, map_location="cpu", weights_only=False)
-
-
 def load_fomm(
     path: Path | str,
     device: str | torch.device = "cpu",
     *,
-    trust_pickle: bool = False,
     align_corners: bool = False,
 ) -> tuple[OcclusionAwareGenerator, KPDetector]:
     """Load a checkpoint in the official layout (``{"generator": sd, "kp_detector": sd, ...}``).
@@ -69,7 +43,6 @@ def load_fomm(
     Args:
         path: e.g. ``vox-cpk.pth.tar``; other keys (discriminator, optimizers) are ignored.
         device: where the modules go.
-        trust_pickle: allow ``weights_only=False`` if the restricted loader refuses the file.
         align_corners: ``grid_sample`` setting of the generator (see ``model``).
 
     Returns:
@@ -80,7 +53,7 @@ def load_fomm(
             mismatch; the message names the file.
     """
     path = Path(path)
-    ckpt = _load_pickle(path, trust_pickle)
+    ckpt = safe_load(path, "FOMM checkpoint (vox-cpk.pth.tar)")
     if not isinstance(ckpt, Mapping) or not {"generator", "kp_detector"} <= set(ckpt):
         keys = sorted(ckpt) if isinstance(ckpt, Mapping) else type(ckpt).__name__
         raise InputError(
@@ -177,15 +150,8 @@ class FOMMMethod:
         self.batch_size = batch_size
         self.relative = relative
         self.adapt_movement_scale = adapt_movement_scale
-        if checkpoint is not None:
-            path, trusted = Path(checkpoint), False
-        else:
-            # The registered fomm-vox file is the authors' vox-cpk.pth.tar, a torch 1.0
-            # pickle with optimizer state; the user placed or imported it, so it is trusted.
-            path, trusted = weight_path("fomm-vox", weights), True
-        self.generator, self.kp_detector = load_fomm(
-            path, self.device, trust_pickle=trusted, align_corners=align_corners
-        )
+        path = Path(checkpoint) if checkpoint is not None else weight_path("fomm-vox", weights)
+        self.generator, self.kp_detector = load_fomm(path, self.device, align_corners=align_corners)
 
     def _to_model(self, frames: np.ndarray) -> Tensor:
         """``(N,256,256,3) uint8`` -> ``(N,3,256,256) float32 in [0,1]`` on the device."""

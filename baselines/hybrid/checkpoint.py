@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from reenactbench.errors import InputError
+from reenactbench.nn.loading import safe_load
 from reenactbench.nn.stylegan2 import Generator
 
 from .config import HybridConfig, config_from_dict, config_to_dict
@@ -90,14 +91,7 @@ def read_checkpoint(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such hybrid checkpoint (train one: docs/hybrid.md)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as e:  # corrupt, not a torch file, or a pickle with code
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise InputError(
-            f"{path}: cannot be read with torch.load(weights_only=True) "
-            f"({type(e).__name__}: {first}); not a reenactbench hybrid checkpoint"
-        ) from None
+    ckpt = safe_load(path, "reenactbench hybrid checkpoint", mmap=True)
     if not isinstance(ckpt, Mapping) or ckpt.get("format") != FORMAT:
         raise InputError(
             f"{path}: not a reenactbench hybrid checkpoint (no 'format': {FORMAT!r}); "

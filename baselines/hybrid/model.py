@@ -51,7 +51,7 @@ from torch import Tensor, nn
 
 from reenactbench.errors import InputError
 from reenactbench.nn.fpn import FeaturePyramid, GradualStyleBlock, load_backbone_into
-from reenactbench.nn.loading import few
+from reenactbench.nn.loading import few, safe_load
 from reenactbench.nn.stylegan2 import LATENT_AVG_SAMPLES, Generator, NoiseMode, load_generator
 from reenactbench.nn.stylespace import first_style_indices, style_layers
 
@@ -455,10 +455,7 @@ def build_model(
     G, avg = make_generator(cfg.generator, "cpu", gen_path)
     model = HybridModel(cfg, G, avg)
     if path is not None:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # unreadable, not a torch file, pickled code
-            raise InputError(f"{path}: cannot be read as a torch state dict ({e})") from None
+        state = safe_load(path, "ir-se50 weight file (model_ir_se50.pth)")
         if not isinstance(state, Mapping):
             raise InputError(f"{path}: expected the model_ir_se50.pth state dict")
         load_backbone_into(model.pyramid, state, source=str(path))  # type: ignore[arg-type]

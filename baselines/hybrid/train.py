@@ -69,6 +69,7 @@ import torch
 from torch import Tensor, nn
 
 from reenactbench.errors import InputError
+from reenactbench.nn.loading import safe_load
 
 from .cma import to_size
 from .config import HybridConfig
@@ -421,10 +422,7 @@ def _save_grid(images: Mapping[str, Tensor], path: Path) -> None:
 
 
 def _read_state(path: Path) -> dict[str, Any]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt or foreign file
-        raise InputError(f"{path}: cannot read the training state ({e}); use a new --out") from None
+    state = safe_load(path, "hybrid training state (use a new --out)")
     if not isinstance(state, dict) or "stage" not in state or "step" not in state:
         raise InputError(f"{path}: not a hybrid training state; use a new --out")
     return state

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reenactbench.errors import InputError
-from reenactbench.nn.loading import state_dict_problems
+from reenactbench.nn.loading import safe_load, state_dict_problems
 from reenactbench.nn.stylegan2_ops import fused_leaky_relu, make_kernel
 
 __all__ = ["Generator", "load_lia", "read_lia_checkpoint"]
@@ -484,31 +483,18 @@ class Generator(nn.Module):
 # --- loading --------------------------------------------------------------------------------
 
 
-def read_lia_checkpoint(path: Path, trust_pickle: bool = False) -> dict[str, Tensor]:
+def read_lia_checkpoint(path: Path) -> dict[str, Tensor]:
     """The ``"gen"`` state dict of a LIA checkpoint.
 
-    Loaded with ``torch.load(weights_only=True)``, allowing ``argparse.Namespace`` (the
-    training script stores its ``args`` next to ``gen``/``dis``/optimiser states). A file
-    needing anything else is refused unless ``trust_pickle`` (full unpickling: only for a
-    file from a source you trust).
+    Read with :func:`~reenactbench.nn.loading.safe_load`, allowing
+    ``argparse.Namespace`` (the training script stores its ``args`` next to
+    ``gen``/``dis``/optimiser states); a file needing anything else is refused.
 
     Raises:
-        InputError: unreadable file, no ``"gen"`` dict, or unsafe content without trust.
+        InputError: unreadable file, no ``"gen"`` dict, or other pickled objects.
     """
     path = Path(path)
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if not trust_pickle:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise InputError(
-                f"{path}: not loadable with weights_only=True ({first[:120]}); pass "
-                "trust_pickle=True only if you trust the file"
-            ) from None
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError) as e:
-        raise InputError(f"{path}: cannot read LIA checkpoint ({type(e).__name__}: {e})") from None
+    ckpt = safe_load(path, "LIA checkpoint (vox.pt)", [argparse.Namespace])
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("gen"), dict):
         raise InputError(f"{path}: not a LIA checkpoint (expected a dict with key 'gen')")
     return ckpt["gen"]
@@ -518,14 +504,13 @@ def load_lia(
     path: Path,
     device: str | torch.device = "cpu",
     size: int = 256,
-    trust_pickle: bool = False,
 ) -> Generator:
     """Build ``Generator(size, 512, 20, 1)`` and load ``path``'s ``"gen"`` strictly (eval mode).
 
     Raises:
         InputError: unreadable file, or a key / shape mismatch (one line naming the file).
     """
-    state = read_lia_checkpoint(path, trust_pickle)
+    state = read_lia_checkpoint(path)
     net = Generator(size)
     problems = state_dict_problems(net.state_dict(), state)
     if problems:

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reenactbench.errors import InputError
+from reenactbench.nn.loading import safe_load
 
 __all__ = ["FIDInception", "load_fid_inception", "FEATURE_DIM"]
 
@@ -243,10 +244,7 @@ def load_fid_inception(path: Path, device: str = "cpu") -> FIDInception:
             (missing / unexpected keys or wrong shapes), naming the file.
     """
     net = FIDInception()
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unreadable or not a torch file
-        raise InputError(f"{path}: cannot read the fid-inception weights ({e})") from None
+    state = safe_load(path, "fid-inception weight file")
     if not isinstance(state, dict):
         raise InputError(
             f"{path}: expected pytorch-fid's pt_inception-2015-12-05 state dict, "

@@ -31,6 +31,7 @@ from reenactbench.errors import InputError
 from reenactbench.metrics.base import FrameFnEvaluator, MetricContext
 from reenactbench.metrics.pixel import check_pair
 from reenactbench.metrics.registry import MetricSpec, register_metric
+from reenactbench.nn.loading import safe_load
 
 if TYPE_CHECKING:
     from torch import nn
@@ -79,7 +80,6 @@ def load_lpips_alex(path: Path, device: str = "cpu") -> nn.Module:
             or the lpips wheel's heads file is not the expected layout.
     """
     import lpips
-    import torch
 
     with warnings.catch_warnings():
         # lpips calls torchvision's alexnet(pretrained=False): a deprecation warning only;
@@ -88,10 +88,7 @@ def load_lpips_alex(path: Path, device: str = "cpu") -> nn.Module:
         model = lpips.LPIPS(
             net="alex", version="0.1", pretrained=False, pnet_rand=True, verbose=False
         )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unreadable or not a torch file
-        raise InputError(f"{path}: cannot read the lpips-alex weights ({e})") from None
+    state = safe_load(path, "lpips-alex weight file (torchvision AlexNet)")
     try:
         model.net.load_state_dict(_trunk_state(path, state), strict=True)
     except RuntimeError as e:  # shapes differ
@@ -101,7 +98,7 @@ def load_lpips_alex(path: Path, device: str = "cpu") -> nn.Module:
             "reenactbench weights import lpips-alex FILE"
         ) from None
     heads_path = _heads_file()
-    heads = torch.load(heads_path, map_location="cpu", weights_only=True)
+    heads = safe_load(heads_path, "lpips v0.1 heads file")
     expected = {f"lin{k}.model.1.weight" for k in range(5)}
     if set(heads) != expected:
         raise InputError(f"{heads_path}: unexpected lpips v0.1 heads {sorted(heads)[:6]}")

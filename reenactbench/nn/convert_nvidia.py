@@ -82,6 +82,7 @@ from torch import Tensor
 
 from reenactbench.errors import InputError
 from reenactbench.files import atomic_write_bytes
+from reenactbench.nn.loading import safe_load
 
 __all__ = [
     "rosinality_generator_shapes",
@@ -342,10 +343,7 @@ def read_nvidia_generator(src: Path) -> dict[str, Tensor]:
 
 
 def _from_torch_file(src: Path) -> dict[str, Tensor]:
-    try:
-        data = torch.load(src, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure means the file cannot be used
-        raise InputError(f"{src}: not a readable torch state dict ({type(e).__name__})") from None
+    data = safe_load(src, "torch state dict of a NVIDIA generator")
     if isinstance(data, Mapping) and "G_ema" in data:
         data = data["G_ema"]
     if not isinstance(data, Mapping) or "mapping.w_avg" not in data:

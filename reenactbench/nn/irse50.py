@@ -41,7 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from reenactbench.errors import InputError
-from reenactbench.nn.loading import state_dict_problems
+from reenactbench.nn.loading import safe_load, state_dict_problems
 
 __all__ = [
     "UnitSpec",
@@ -255,10 +255,7 @@ def load_irse50(path: Path | str, device: str | torch.device = "cpu") -> Backbon
         InputError: unreadable file or a state dict of another layout (names the file).
     """
     path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt file, pickle with code, not a torch file
-        raise InputError(f"{path}: cannot be read as a torch state dict ({e})") from None
+    state = safe_load(path, "ir-se50 weight file (model_ir_se50.pth)")
     net = Backbone(112, 50, "ir_se")
     load_state_dict_checked(net, state, str(path))
     return net.eval().requires_grad_(False).to(device)

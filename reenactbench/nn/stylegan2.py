@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reenactbench.errors import InputError
-from reenactbench.nn.loading import state_dict_problems
+from reenactbench.nn.loading import safe_load, state_dict_problems
 from reenactbench.nn.stylegan2_ops import fused_leaky_relu, make_kernel, pixel_norm, upfirdn2d
 from reenactbench.nn.stylespace import StyleLayer, channels_for, log2_size, style_layers
 
@@ -684,15 +684,7 @@ def _check_state(net: Generator, state: Mapping[str, Tensor], source: str) -> No
 def _read(path: Path) -> object:
     """``torch.load`` with ``weights_only=True``; training checkpoints of upstream's
     ``train.py`` also hold ``args`` (an ``argparse.Namespace``), which is allow-listed."""
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt file, not a torch file, or a pickle with other objects
-        raise InputError(
-            f"{path}: cannot be read with torch.load(weights_only=True) ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}); re-save it as "
-            "{'g_ema': state_dict, 'latent_avg': tensor} with tensors only"
-        ) from None
+    return safe_load(path, "StyleGAN2 checkpoint (rosinality layout)", [argparse.Namespace])
 
 
 def load_generator(
