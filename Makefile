@@ -41,7 +41,7 @@ demo: demo-data $(HYBRID_TINY)
 	cp $(CACHE)/hybrid-tiny/log.csv $(CACHE)/hybrid-tiny/train_stage1.json results/demo/hybrid-tiny/
 	$(RB) --quiet reenact --method hybrid-no-cma --option checkpoint=$(HYBRID_TINY) \
 		--source $(DEMO_DATA)/256/woman_000/000000.png --driving $(DEMO_DATA)/256/man_001 \
-		--out $(CACHE)/hybrid-tiny/reenact.mp4
+		--out $(CACHE)/hybrid-tiny/reenact.mp4 --overwrite
 
 # pytest exits 5 when it collects no test: treat that as a failure with a clear message.
 test: $(FEAT_WHEEL)

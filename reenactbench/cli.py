@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -50,10 +51,22 @@ _state = {"debug": False, "quiet": False, "rank": 0}
 DEMO_METHODS = ("static", "oracle", "landmark-warp")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from reenactbench import __version__
+
+        out.print(f"reenactbench {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def _main(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
 ) -> None:
     _state["debug"], _state["quiet"] = debug, quiet
 
@@ -171,6 +184,9 @@ def _parse_run_method_options(items: list[str] | None) -> dict[str, dict[str, ob
 
 
 def _parse_weights(items: list[str] | None) -> dict[str, Path]:
+    """``NAME=PATH`` items; the name must be registered and the file must exist."""
+    from reenactbench.weights import WEIGHTS
+
     found: dict[str, Path] = {}
     for item in items or []:
         name, sep, path = item.partition("=")
@@ -178,8 +194,49 @@ def _parse_weights(items: list[str] | None) -> dict[str, Path]:
             raise InputError(
                 f"--weights {item!r}: expected NAME=PATH, e.g. fomm-vox=vox-cpk.pth.tar"
             )
+        if name not in WEIGHTS:
+            raise InputError(
+                f"--weights {item}: unknown weight {name!r}; known: {', '.join(WEIGHTS)}"
+            )
+        if not Path(path).is_file():
+            raise InputError(f"--weights {item}: {path}: no such file")
         found[name] = Path(path)
     return found
+
+
+def _check_device(device: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N`` that exists here.
+
+    Raises:
+        InputError: another device type, or CUDA asked for on a machine without it.
+    """
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        kind = ""
+    if kind not in ("cpu", "cuda"):
+        raise InputError(f"--device {device}: use cpu, cuda or cuda:N")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no CUDA device on this machine; use --device cpu")
+    return device
+
+
+def _check_metric_options(options: dict[str, str]) -> dict[str, str]:
+    """Backend names are usage, not a reason to skip a metric.
+
+    Raises:
+        InputError: an unknown ``--id-backend`` or ``--temporal-backend``.
+    """
+    from reenactbench.metrics import identity, temporal
+
+    for option, known in (("id_backend", identity.BACKENDS), ("temporal_backend",
+                          temporal.BACKENDS)):  # fmt: skip
+        if options.get(option, known[0]) not in known:
+            flag = "--" + option.replace("_", "-")
+            raise InputError(f"{flag} {options[option]}: use one of {', '.join(known)}")
+    return options
 
 
 # ---------------------------------------------------------------- methods
@@ -284,8 +341,17 @@ def _run(
             _state["quiet"], _state["rank"] = True, world.rank  # rank 0 shows and reports
         try:
             proto = load_protocol(protocol or default_protocol)
+            kind = load_protocol(default_protocol).kind
+            if proto.kind != kind:
+                command = "robustness" if proto.kind == "robustness" else f"run {proto.kind}"
+                raise InputError(
+                    f"--protocol {protocol}: a {proto.kind} protocol; run it with "
+                    f"`reenactbench {command}`, or pass a {kind} protocol"
+                )
             if overrides:
                 proto = dataclasses.replace(proto, **overrides)
+            _check_device(str(options["device"]))
+            _check_metric_options(metric_options)
             opts = RunOptions(
                 weights=_parse_weights(weights), metric_options=metric_options, world=world,
                 **options,  # type: ignore[arg-type]
@@ -550,10 +616,12 @@ def score(
 
     with user_errors(), progress_bar() as bar:
         ctx = MetricContext(
-            device=device,
+            device=_check_device(device),
             batch_size=batch_size,
             weights=_parse_weights(weights),
-            options=_metric_options(id_backend, temporal_backend, openface_dir),
+            options=_check_metric_options(
+                _metric_options(id_backend, temporal_backend, openface_dir)
+            ),
         )
         result = score_folders(
             real,
@@ -566,10 +634,13 @@ def score(
             ctx=ctx,
         )
     if json_out is not None and str(json_out) == "-":
-        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        sys.stdout.write(json.dumps(_strict_json(result), indent=2, allow_nan=False) + "\n")
         return
     if json_out is not None:
-        write_json(json_out, result)
+        with user_errors():
+            if json_out.is_dir():
+                raise InputError(f"--json {json_out}: is a folder; give a file name")
+            write_json(json_out, _strict_json(result))
     table = Table(
         "metric", "value", title=f"{len(result['per_video'])} videos, {result['n_frames']} frames"
     )
@@ -578,6 +649,18 @@ def score(
     for key, reason in result["skipped"].items():
         table.add_row(key, f"[yellow]skipped: {escape(reason)}[/yellow]")
     out.print(table)
+
+
+def _strict_json(obj: object) -> object:
+    """``obj`` with non-finite floats as the strings ``"inf"``, ``"-inf"``, ``"nan"``
+    (``Infinity`` is not JSON; PSNR of identical frames is +inf)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: _strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_strict_json(v) for v in obj]
+    return obj
 
 
 # ---------------------------------------------------------------- reenact
@@ -599,6 +682,9 @@ def reenact(
         typer.Option(help="Latent edit for methods that support it: DIRECTION_FILE=STRENGTH."),
     ] = None,
     option: MethodOptionOpt = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an existing output folder or file.")
+    ] = False,
 ) -> None:
     """Re-enact one source with one driving video."""
     from reenactbench.reenact import reenact_file
@@ -612,10 +698,11 @@ def reenact(
             source,
             driving,
             out_path,
-            device=device,
+            device=_check_device(device),
             max_frames=max_frames,
             weights=_parse_weights(weights),
             on_progress=bar,
+            overwrite=overwrite,
             **options,
         )
     err.print(f"wrote {n} frames to {out_path}")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from reenactbench.data.dataset import VideoRecord
-from reenactbench.errors import InputError, MethodError
+from reenactbench.errors import InputError, MethodError, ReenactbenchError
 from reenactbench.methods import Method, check_output_frame
 from reenactbench.metrics.base import JobPart
 from reenactbench.protocol import Pair
@@ -47,6 +47,21 @@ def read_source(video: VideoRecord, frame: int) -> np.ndarray:
         return next(iter_frames(video.path, max_frames=1, start=frame))
     except InputError:
         raise InputError(f"{video.path}: has no frame {frame} to use as source") from None
+
+
+def _guarded(method: Method, pair: Pair, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """``frames``, with a method's own failure (an exception, ``sys.exit``) turned into a
+    :class:`MethodError` naming the method and the job; the runner's finished jobs stay."""
+    try:
+        yield from frames
+    except ReenactbenchError:
+        raise
+    except (Exception, SystemExit) as e:
+        raise MethodError(
+            f"method {method.name!r} failed on job {pair.key}: {type(e).__name__}: {e} "
+            "(--debug shows the traceback; finished jobs are kept: run the command again "
+            "after fixing it)"
+        ) from e
 
 
 def run_job(
@@ -100,7 +115,7 @@ def run_job(
             fakes.clear()
             reals.clear()
 
-    for out in method.reenact(resize(source, res), driving()):
+    for out in _guarded(method, pair, method.reenact(resize(source, res), driving())):
         out = check_output_frame(out, method)
         if not truth:
             raise MethodError(

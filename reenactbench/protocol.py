@@ -9,6 +9,7 @@ frames per video, evaluation resolution, pairing rule, metrics and FVD clip leng
 from __future__ import annotations
 
 import hashlib
+import json
 import tomllib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -120,6 +121,7 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
     unknown = sorted(set(flat) - known)
     _check(not unknown, path, f"unknown field(s) {', '.join(unknown)}; see docs/protocols.md")
     _check("name" in flat and "kind" in flat, path, "needs name and kind")
+    _check_types(flat, path)
     if "metrics" in flat:
         flat["metrics"] = tuple(flat["metrics"])
     try:
@@ -134,9 +136,33 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
         f"source_selection must be one of {', '.join(SOURCE_SELECTIONS)}",
     )
     _check(0 < proto.test_fraction < 1, path, "test_fraction must be in (0, 1)")
-    _check(proto.frames > 0 and proto.resolution > 0, path, "frames and resolution must be > 0")
-    _check(proto.drivers > 0 and proto.sources > 0, path, "drivers and sources must be > 0")
+    for name in ("frames", "resolution", "drivers", "sources", "fvd_clip"):
+        _check(getattr(proto, name) > 0, path, f"{name} must be > 0")
+    _check(proto.max_videos is None or proto.max_videos > 0, path, "max_videos must be > 0")
+    _check(proto.source_frame >= 0, path, "source_frame must be >= 0")
+    _check(proto.split_file != "", path, "split_file is empty; remove it or name a file")
     return proto
+
+
+#: Field -> the TOML types it accepts (bool is not an int here: `frames = true` is an error).
+_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "kind": (str,), "description": (str,), "dataset": (str,),
+    "split": (str,), "split_seed": (int,), "test_fraction": (int, float),
+    "split_file": (str,), "max_videos": (int,), "frames": (int,), "resolution": (int,),
+    "pairing_seed": (int,), "source_frame": (int,), "drivers": (int,), "sources": (int,),
+    "source_selection": (str,), "metrics": (list,), "fvd_clip": (int,),
+}  # fmt: skip
+
+
+def _check_types(flat: dict[str, Any], path: Path) -> None:
+    """Each field has its declared type (TOML booleans and floats are not integers)."""
+    for key, value in flat.items():
+        want = _TYPES[key]
+        ok = isinstance(value, want) and not isinstance(value, bool)
+        if key == "metrics" and ok:
+            ok = all(isinstance(m, str) for m in value)
+        names = " or ".join("list of strings" if t is list else t.__name__ for t in want)
+        _check(ok, path, f"{key} = {json.dumps(value)} must be {names}")
 
 
 def _test_names(proto: Protocol, dataset: Dataset) -> list[str]:

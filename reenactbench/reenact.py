@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from reenactbench.errors import MethodError
-from reenactbench.methods import check_output_frame, load_method
+from reenactbench.errors import InputError, MethodError
+from reenactbench.methods import check_options, check_output_frame, load_method, method_class
 from reenactbench.video import IMAGE_SUFFIXES, iter_frames, probe, read_image, resize, write_video
 
 __all__ = ["reenact_file"]
@@ -24,6 +24,7 @@ def reenact_file(
     max_frames: int | None = None,
     weights: dict[str, Path] | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
+    overwrite: bool = False,
     **options: Any,
 ) -> int:
     """Animate ``source`` (an RGB image, or a video whose first frame is used) with
@@ -35,9 +36,21 @@ def reenact_file(
         The number of frames written.
 
     Raises:
-        InputError: unreadable or non-RGB source, unreadable driving video.
+        InputError: unreadable or non-RGB source, unreadable driving video, or an output
+            that exists (a non-empty folder, a file) without ``overwrite``.
         MethodError, WeightsMissing: the method cannot be loaded.
     """
+    check_options(method_class(method_name), options)  # usage errors first, loading last
+    out = Path(out)
+    if not overwrite and (out.is_file() or (out.is_dir() and any(out.iterdir()))):
+        raise InputError(
+            f"--out {out}: exists and is not empty (older frames would stay beside the new "
+            "ones); pass another --out, or --overwrite to replace it"
+        )
+    if overwrite and out.is_dir():
+        import shutil
+
+        shutil.rmtree(out)
     method = load_method(method_name, device=device, weights=weights, **options)
     res = method.resolution
     if Path(source).suffix.lower() in IMAGE_SUFFIXES:

@@ -18,7 +18,7 @@ from reenactbench.cache import JobRecord, RecordError, job_fingerprint, record_p
 from reenactbench.collect import stale_note
 from reenactbench.errors import InputError
 from reenactbench.files import remove_stale_temps, write_csv
-from reenactbench.lock import RunLock
+from reenactbench.lock import LOCK_NAME, RunLock
 from reenactbench.protocol import Pair
 from reenactbench.runstate import RunState
 
@@ -34,6 +34,14 @@ def open_run_dir(run: RunState, lock: RunLock) -> dict[str, Any]:
             corrupt run.json, or a method name that another class used here before.
     """
     out = run.out
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: is a file; pass a folder for the run directory")
+    others = [p.name for p in out.iterdir() if p.name != LOCK_NAME] if out.is_dir() else []
+    if others and not (out / "run.json").is_file():
+        raise InputError(
+            f"--out {out}: holds other files ({', '.join(sorted(others)[:3])}) and no "
+            "run.json; a run directory is new or made by reenactbench: pass another --out"
+        )
     lock.acquire()
     previous: dict[str, Any] = {}
     path = out / "run.json"

@@ -143,3 +143,153 @@ def test_fetch_and_import_check_the_format_before_installing(
     torch.save({"w": torch.zeros(3)}, good)  # the right format (layout checked at load)
     result = CliRunner().invoke(app, ["weights", "import", "ir-se50", str(good)])
     assert result.exit_code == 0, result.output
+
+
+# ---------------------------------------------------------------- usage errors
+@pytest.fixture
+def tiny(tmp_path: Path) -> dict[str, Path]:
+    from tests.synthetic import write_protocol
+
+    data = write_folder_dataset(tmp_path / "data", ["a_000", "b_000"], n=3, size=32)
+    proto = write_protocol(tmp_path, "same-id", frames=3, resolution=32, metrics=["l1"])
+    return {"data": data, "proto": proto, "out": tmp_path / "run"}
+
+
+def _run_args(t: dict[str, Path], *extra: str, kind: str = "same-id") -> list[str]:
+    return ["run", kind, "--data", str(t["data"]), "-m", "static", "--out", str(t["out"]),
+            "--protocol", str(t["proto"]), *extra]  # fmt: skip
+
+
+def _one_error(result, text: str) -> None:
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and text in errors[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    "extra, text",
+    [
+        (["--id-backend", "arcface"], "--id-backend arcface: use one of irse50, insightface"),
+        (["--temporal-backend", "x"], "--temporal-backend x: use one of landmarks"),
+        (["--weights", "nope=f.pt"], "unknown weight 'nope'"),
+        (["--weights", "i3d=/no/such.pt"], "/no/such.pt: no such file"),
+        (["--device", "tpu"], "--device tpu: use cpu, cuda or cuda:N"),
+        (["--method-option", "fomm:batch_size=2"], "not a --method of this command"),
+    ],
+)
+def test_invalid_settings_are_usage_errors_before_any_work(
+    tiny: dict[str, Path], extra: list[str], text: str
+) -> None:
+    _one_error(CliRunner().invoke(app, _run_args(tiny, *extra)), text)
+    assert not tiny["out"].exists()
+
+
+def test_subcommand_and_protocol_kind_must_agree(tiny: dict[str, Path]) -> None:
+    result = CliRunner().invoke(app, _run_args(tiny, kind="cross-id"))
+    _one_error(result, "a same-id protocol; run it with `reenactbench run same-id`")
+    args = ["robustness", "--data", str(tiny["data"]), "-m", "static", "--out",
+            str(tiny["out"]), "--protocol", str(tiny["proto"]), "--sources", "3"]  # fmt: skip
+    _one_error(CliRunner().invoke(app, args), "a same-id protocol")
+    assert not tiny["out"].exists()
+
+
+@pytest.mark.parametrize(
+    "field, text",
+    [
+        ("frames = true", "frames = true must be int"),
+        ("frames = 32.5", "frames = 32.5 must be int"),
+        ('frames = "abc"', 'frames = "abc" must be int'),
+        ("fvd_clip = 0", "fvd_clip must be > 0"),
+        ("max_videos = 0", "max_videos must be > 0"),
+        ("source_frame = -1", "source_frame must be >= 0"),
+        ('split_file = ""', "split_file is empty"),
+    ],
+)
+def test_invalid_protocol_fields(tiny: dict[str, Path], field: str, text: str) -> None:
+    proto = tiny["proto"].with_name("bad.toml")
+    key = field.split(" = ")[0]
+    kept = [ln for ln in tiny["proto"].read_text().splitlines() if not ln.startswith(key + " ")]
+    proto.write_text("\n".join([*kept, field]) + "\n")
+    args = _run_args(tiny)
+    args[args.index("--protocol") + 1] = str(proto)
+    _one_error(CliRunner().invoke(app, args), text)
+
+
+def test_foreign_out_folder_is_refused_and_kept(tiny: dict[str, Path]) -> None:
+    tiny["out"].mkdir()
+    (tiny["out"] / "summary.csv").write_text("my own results\n")
+    _one_error(CliRunner().invoke(app, _run_args(tiny)), "holds other files (summary.csv)")
+    assert (tiny["out"] / "summary.csv").read_text() == "my own results\n"
+    file_out = tiny["out"] / "summary.csv"
+    args = _run_args(tiny)
+    args[args.index("--out") + 1] = str(file_out)
+    _one_error(CliRunner().invoke(app, args), "is a file")
+
+
+def test_plugin_that_raises_or_exits_names_itself_and_keeps_finished_jobs(
+    tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tiny["data"].parent / "badexit.py").write_text(
+        "import sys\n"
+        "class Bad:\n"
+        "    name, resolution, weights = 'bad', 32, ()\n"
+        "    def __init__(self, device='cpu', weights=None, how='raise'):\n"
+        "        self.how = how\n"
+        "    def reenact(self, source, driving):\n"
+        "        for i, frame in enumerate(driving):\n"
+        "            if i == 1:\n"
+        "                sys.exit(3) if self.how == 'exit' else 1 / 0\n"
+        "            yield frame\n"
+    )
+    monkeypatch.syspath_prepend(str(tiny["data"].parent))
+    for how, text in (("raise", "ZeroDivisionError"), ("exit", "SystemExit: 3")):
+        args = _run_args(tiny, "-m", "badexit:Bad", "--method-option", f"bad:how={how}")
+        result = CliRunner().invoke(app, args)
+        _one_error(result, f"method 'bad' failed on job a_000__a_000_f000000: {text}")
+    assert len(list((tiny["out"] / "cache" / "static").glob("*/job.npz"))) == 2
+
+
+def test_reenact_refuses_a_non_empty_output(tiny: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "frames"
+    args = ["reenact", "--method", "static", "--source", str(tiny["data"] / "a_000"),
+            "--driving", str(tiny["data"] / "b_000"), "--out", str(out)]  # fmt: skip
+    assert CliRunner().invoke(app, args).exit_code == 0
+    (out / "999999.png").write_bytes(b"stale")
+    _one_error(CliRunner().invoke(app, args), "exists and is not empty")
+    assert CliRunner().invoke(app, [*args, "--overwrite"]).exit_code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000001.png", "000002.png"]
+
+
+def test_score_json_has_no_infinity(tiny: dict[str, Path], tmp_path: Path) -> None:
+    import json
+
+    video = str(tiny["data"])
+    args = ["score", "--real", video, "--fake", video, "--metrics", "l1,psnr", "--json", "-"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["metrics"]["psnr"] == "inf"  # strict JSON parses it
+    _one_error(
+        CliRunner().invoke(app, [*args[:-1], str(tmp_path)]), f"--json {tmp_path}: is a folder"
+    )
+
+
+def test_version() -> None:
+    from reenactbench import __version__
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"reenactbench {__version__}"
+
+
+def test_partial_methods_are_never_ranked(tmp_path: Path) -> None:
+    """A killed run's report bolded a method that finished 1/4 of its jobs as best."""
+    from reenactbench.report import write_report
+    from tests.test_report import make_run
+
+    run = make_run(tmp_path / "r", "same-id", ["fomm", "lia", "static"], ["l1"], [
+        ("fomm", "l1", 1.0, 0.1, "partial: 1/4 jobs"),
+        ("lia", "l1", 3.0, 0.1, ""),
+        ("static", "l1", 5.0, 0.1, ""),
+    ])  # fmt: skip
+    md = next(p for p in write_report(run, ["md"]) if p.suffix == ".md").read_text()
+    rows = {ln.split(" | ")[0].strip("| "): ln for ln in md.splitlines() if ln.startswith("| ")}
+    assert "**" not in rows["FOMM"] and "**3.00**" in rows["LIA"]

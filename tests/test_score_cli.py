@@ -168,7 +168,7 @@ def test_score_identical_psnr_inf(score_dirs, tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    assert data["metrics"]["psnr"] == float("inf")
+    assert data["metrics"]["psnr"] == "inf"  # strict JSON: non-finite values as strings
     assert data["metrics"]["l1"] == 0.0
 
 

@@ -211,9 +211,14 @@ def _scale_suffix(kind: str, metric: str, latex: bool) -> str:
 
 
 def _best(table: Table, metric: str) -> float | None:
-    """Best measured value of a column when at least two measured rows have one."""
+    """Best measured value of a column when at least two complete measured rows have one
+    (a method with partial or stale jobs is never ranked)."""
     entries = [r.entries[metric] for r in table.rows if r.source == "ours" and metric in r.entries]
-    values = [e.value for e in entries if e.value is not None and not e.skipped]
+    values = [
+        e.value
+        for e in entries
+        if e.value is not None and not e.skipped and not e.note.startswith("partial")
+    ]
     if len(values) < 2:
         return None
     return max(values) if get_metric(metric).higher_is_better else min(values)
