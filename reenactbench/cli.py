@@ -831,7 +831,20 @@ def demo(
 
 
 def main() -> None:
-    app()
+    """Run the CLI; usage errors (bad option values, unknown commands) print one line
+    ``error: ... (COMMAND --help)`` and exit 2, like every other expected failure."""
+    try:
+        code = app(standalone_mode=False)
+    except Exception as e:  # typer's usage errors carry format_message() and exit_code
+        message, code = getattr(e, "format_message", None), getattr(e, "exit_code", None)
+        if not callable(message) or not isinstance(code, int):
+            raise
+        text = message()
+        if text and type(e).__name__ != "NoArgsIsHelpError":  # that one printed the help
+            ctx = getattr(e, "ctx", None)
+            hint = f" ({ctx.command_path} --help)" if ctx is not None else ""
+            err.print(f"error: {text}{hint}", markup=False, highlight=False)
+    sys.exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ yuv420p for viewing only (lossy: never score from it).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,9 +56,16 @@ class VideoInfo:
     fps: float
 
 
+def _natural_key(path: Path) -> list[object]:
+    """``frame2.png`` before ``frame10.png``: digit runs compare as numbers."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
+
+
 def frame_files(folder: Path) -> list[Path]:
-    """The frame images of a frame folder, in reading order (sorted by name)."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    """The frame images of a frame folder, in reading order: by name, with numbers
+    compared as numbers (``1.png, 2.png, 10.png``; zero-padded names sort as before)."""
+    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(files, key=_natural_key)
 
 
 def is_video(path: Path) -> bool:

@@ -293,3 +293,34 @@ def test_partial_methods_are_never_ranked(tmp_path: Path) -> None:
     md = next(p for p in write_report(run, ["md"]) if p.suffix == ".md").read_text()
     rows = {ln.split(" | ")[0].strip("| "): ln for ln in md.splitlines() if ln.startswith("| ")}
     assert "**" not in rows["FOMM"] and "**3.00**" in rows["LIA"]
+
+
+def test_unpadded_frame_names_are_read_in_numeric_order(tmp_path: Path) -> None:
+    """`0.png, 1.png, 10.png, 2.png` was read as text order: identical videos scored L1 1.86."""
+    import numpy as np
+    from PIL import Image
+
+    from reenactbench.video import read_frames
+
+    folder = tmp_path / "v"
+    folder.mkdir()
+    for i in range(12):
+        Image.fromarray(np.full((8, 8, 3), 20 * i, np.uint8)).save(folder / f"{i}.png")
+    assert [int(f[0, 0, 0]) // 20 for f in read_frames(folder)] == list(range(12))
+
+
+def test_usage_errors_of_the_parser_are_one_line() -> None:
+    """typer printed a 5-line box for a bad option value."""
+    import subprocess
+    import sys
+
+    for args, text in (
+        (["run", "same-id", "--data", "x", "-m", "static", "--out", "y", "--max-frames", "0"],
+         "error: Invalid value for '--max-frames': Input should be greater than or equal to 1"),
+        (["nosuch"], "error: No such command 'nosuch'."),
+    ):  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-m", "reenactbench", *args], capture_output=True, text=True
+        )
+        assert result.returncode == 2
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith(text), result.stderr
