@@ -133,6 +133,33 @@ def _plain_progress(every: float = 10.0) -> Callable[[str, int, int], None]:
     return update
 
 
+class _Rows:
+    """A table to show: a rich table on a terminal, tab-separated plain lines otherwise
+    (pipes and logs get every name, path and URL whole, with no box drawing)."""
+
+    def __init__(self, *columns: str, title: str | None = None) -> None:
+        self.columns, self.title = columns, title
+        self.rows: list[tuple[str, ...]] = []
+
+    def add_row(self, *cells: str) -> None:
+        self.rows.append(cells)
+
+
+def _show(table: _Rows) -> None:
+    if out.is_terminal:
+        rich_table = Table(*table.columns, title=table.title)
+        for row in table.rows:
+            rich_table.add_row(*row)
+        out.print(rich_table)
+        return
+    from rich.text import Text
+
+    lines = [f"# {table.title}"] if table.title else []
+    lines.append("\t".join(table.columns))
+    lines += ["\t".join(Text.from_markup(c).plain for c in row) for row in table.rows]
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
 def _notice(message: str) -> None:
     if not _state["quiet"] or message.startswith("skipped"):
         colour = "yellow" if message.startswith("skipped") else "cyan"
@@ -245,7 +272,7 @@ def methods() -> None:
     """List registered methods and whether they can run here."""
     from reenactbench.methods import method_info, registered_methods
 
-    table = Table("method", "resolution", "weights", "status", "class")
+    table = _Rows("method", "resolution", "weights", "status", "class")
     for name in registered_methods():
         info = method_info(name)
         status = (
@@ -256,7 +283,7 @@ def methods() -> None:
         table.add_row(
             name, str(info.resolution), ", ".join(info.weights) or "-", status, info.target
         )
-    out.print(table)
+    _show(table)
 
 
 # ---------------------------------------------------------------- run
@@ -369,7 +396,7 @@ def _print_summary(run_dir: Path) -> None:
 
     with (run_dir / "summary.csv").open() as f:
         rows = list(csv.DictReader(f))
-    table = Table("method", "metric", "value", "std", "n", "note", title=str(run_dir))
+    table = _Rows("method", "metric", "value", "std", "n", "note", title=str(run_dir))
     skipped: dict[str, set[str]] = {}
     for r in rows:
         if r["note"].startswith("skipped"):
@@ -378,7 +405,7 @@ def _print_summary(run_dir: Path) -> None:
         value = f"{float(r['value']):.4g}" if r["value"] else "-"
         std = f"{float(r['std']):.3g}" if r["std"] else ""
         table.add_row(r["method"], r["metric"], value, std, r["n"], escape(r["note"]))
-    out.print(table)
+    _show(table)
     for note, keys in skipped.items():
         out.print(f"[yellow]{escape(note)}[/yellow]: {', '.join(sorted(keys))}")
 
@@ -482,7 +509,7 @@ def weights_list() -> None:
     """Every weight file: status in the cache, where to get it, licence."""
     from reenactbench.weights import WEIGHTS, weights_home
 
-    table = Table("name", "file", "status", "published sha256", "get it", "license", "used by",
+    table = _Rows("name", "file", "status", "published sha256", "get it", "license", "used by",
                   title=f"cache: {weights_home()}")  # fmt: skip
     colour = {"present": "green", "missing": "red", "unpinned": "yellow", "mismatch": "red"}
     for spec in WEIGHTS.values():
@@ -495,7 +522,7 @@ def weights_list() -> None:
             "weights fetch" if spec.url else escape(spec.page),
             escape(spec.license), spec.used_by,
         )  # fmt: skip
-    out.print(table)
+    _show(table)
 
 
 @weights_app.command("fetch")
@@ -549,13 +576,13 @@ def weights_verify() -> None:
     from reenactbench.weights import WEIGHTS
 
     bad = False
-    table = Table("name", "status", "sha256")
+    table = _Rows("name", "status", "sha256")
     for name in WEIGHTS:
         status, digest = _weight_status(name)
         if status != "missing":
             table.add_row(name, status, digest)
             bad |= status == "mismatch"
-    out.print(table)
+    _show(table)
     if bad:
         err.print("[red]error:[/red] checksum mismatch; re-fetch or re-import those files")
         raise typer.Exit(1)
@@ -641,14 +668,14 @@ def score(
             if json_out.is_dir():
                 raise InputError(f"--json {json_out}: is a folder; give a file name")
             write_json(json_out, _strict_json(result))
-    table = Table(
+    table = _Rows(
         "metric", "value", title=f"{len(result['per_video'])} videos, {result['n_frames']} frames"
     )
     for key, value in result["metrics"].items():
         table.add_row(key, f"{value:.4f}")
     for key, reason in result["skipped"].items():
         table.add_row(key, f"[yellow]skipped: {escape(reason)}[/yellow]")
-    out.print(table)
+    _show(table)
 
 
 def _strict_json(obj: object) -> object:

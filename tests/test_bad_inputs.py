@@ -324,3 +324,18 @@ def test_usage_errors_of_the_parser_are_one_line() -> None:
         )
         assert result.returncode == 2
         assert result.stderr.count("\n") == 1 and result.stderr.startswith(text), result.stderr
+
+
+def test_piped_tables_are_plain_and_complete() -> None:
+    """`methods | cat` showed `hybrid-no-hyb…` inside box drawing."""
+    for args, whole in (
+        (["methods"], "reenactbench.baselines.hybrid.adapter:HybridNoHybrid"),
+        (
+            ["weights", "list"],
+            "https://github.com/AliaksandrSiarohin/first-order-model#pre-trained-checkpoint",
+        ),
+    ):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0
+        assert whole in result.stdout and "…" not in result.stdout
+        assert not set("│╭╰┃━") & set(result.stdout)
