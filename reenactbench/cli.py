@@ -469,6 +469,7 @@ def robustness(
     ] = None,
     device: DeviceOpt = "cpu",
     batch_size: BatchOpt = 8,
+    max_videos: MaxVideosOpt = None,
     max_frames: MaxFramesOpt = None,
     weights: WeightsOpt = None,
     save_frames: SaveOpt = False,
@@ -486,7 +487,8 @@ def robustness(
         "hdtf_robustness", protocol, overrides, weights,
         _metric_options(id_backend, temporal_backend, openface_dir),
         data=data, methods=list(method), out=out_dir, device=device, batch_size=batch_size,
-        max_frames=max_frames, save_frames=save_frames, bootstrap=bootstrap,
+        max_videos=max_videos, max_frames=max_frames, save_frames=save_frames,
+        bootstrap=bootstrap,
         method_options=_parse_run_method_options(method_option),
         dtype=dtype, frames_key=frames_key,
     )  # fmt: skip

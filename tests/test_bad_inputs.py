@@ -339,3 +339,13 @@ def test_piped_tables_are_plain_and_complete() -> None:
         assert result.exit_code == 0
         assert whole in result.stdout and "…" not in result.stdout
         assert not set("│╭╰┃━") & set(result.stdout)
+
+
+def test_robustness_takes_max_videos(tiny: dict[str, Path], tmp_path: Path) -> None:
+    from tests.synthetic import write_protocol
+
+    proto = write_protocol(tmp_path, "robustness", frames=3, resolution=32, metrics=["l1"])
+    args = ["robustness", "--data", str(tiny["data"]), "-m", "static", "--out", str(tiny["out"]),
+            "--protocol", str(proto), "--sources", "1", "--drivers", "2"]  # fmt: skip
+    _one_error(CliRunner().invoke(app, [*args, "--max-videos", "1"]), "needs 2 driving videos")
+    assert CliRunner().invoke(app, [*args, "--max-videos", "2"]).exit_code == 0
