@@ -322,7 +322,10 @@ OpenFaceOpt = Annotated[
     typer.Option(help="OpenFace 2.0 CSVs: DIR/real/<video>.csv, DIR/fake/<method>/<job>.csv."),
 ]
 BootstrapOpt = Annotated[
-    int, typer.Option(min=0, help="Bootstrap resamples for 95% intervals (0: off).")
+    int,
+    typer.Option(
+        min=0, max=100_000, help="Bootstrap resamples for 95% intervals (0: off; <= 100000)."
+    ),
 ]
 DtypeOpt = Annotated[
     str,
@@ -623,7 +626,9 @@ def score(
     real: Annotated[Path, typer.Option(help="Ground-truth videos (files or frame folders).")],
     fake: Annotated[Path, typer.Option(help="Generated videos, named like the real ones.")],
     metrics: Annotated[str, typer.Option(help="Comma list, e.g. l1,psnr,ssim.")] = "l1,psnr,ssim",
-    resolution: Annotated[int, typer.Option(min=8, help="Evaluation resolution.")] = 256,
+    resolution: Annotated[
+        int, typer.Option(min=8, max=4096, help="Evaluation resolution (8 to 4096).")
+    ] = 256,
     max_frames: MaxFramesOpt = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Write the result as JSON here ('-' for stdout).")
@@ -652,6 +657,8 @@ def score(
                 _metric_options(id_backend, temporal_backend, openface_dir)
             ),
         )
+        if json_out is not None and json_out.is_dir():
+            raise InputError(f"--json {json_out}: is a folder; give a file name")
         result = score_folders(
             real,
             fake,
@@ -662,13 +669,13 @@ def score(
             on_progress=bar,
             ctx=ctx,
         )
+    for warning in result["warnings"]:
+        err.print(f"[yellow]warning: {escape(warning)}[/yellow]")
     if json_out is not None and str(json_out) == "-":
         sys.stdout.write(json.dumps(_strict_json(result), indent=2, allow_nan=False) + "\n")
         return
     if json_out is not None:
         with user_errors():
-            if json_out.is_dir():
-                raise InputError(f"--json {json_out}: is a folder; give a file name")
             write_json(json_out, _strict_json(result))
     table = _Rows(
         "metric", "value", title=f"{len(result['per_video'])} videos, {result['n_frames']} frames"

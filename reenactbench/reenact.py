@@ -51,13 +51,21 @@ def reenact_file(
         import shutil
 
         shutil.rmtree(out)
+    if Path(source).suffix.lower() in IMAGE_SUFFIXES:
+        src = read_image(source)
+    else:
+        src = next(iter_frames(source, max_frames=1))
+    info = probe(driving)
+    for path, (h, w) in ((source, src.shape[:2]), (driving, (info.height, info.width))):
+        if h != w:
+            raise InputError(
+                f"{path}: {w}x{h} is not square; methods take square face crops, and "
+                "squashing would distort the face: crop it first (reenactbench prepare "
+                "hdtf --raw DIR makes FOMM-style square crops)"
+            )
     method = load_method(method_name, device=device, weights=weights, **options)
     res = method.resolution
-    if Path(source).suffix.lower() in IMAGE_SUFFIXES:
-        src = resize(read_image(source), res)
-    else:
-        src = next(iter_frames(source, max_frames=1, size=res))
-    info = probe(driving)
+    src = resize(src, res)
     total = min(info.n_frames, max_frames) if max_frames else info.n_frames
 
     def frames() -> Iterator[np.ndarray]:

@@ -25,7 +25,7 @@ from reenactbench.metrics.base import (
     merged_info,
     pooled_value,
 )
-from reenactbench.video import RESIZE_MODE, iter_frames, list_videos
+from reenactbench.video import RESIZE_MODE, iter_frames, list_videos, lossy_video
 from reenactbench.weights import weight_path, weight_record
 
 __all__ = [
@@ -164,6 +164,12 @@ def score_folders(
             "name each fake video like its ground truth"
         )
     ctx = ctx or MetricContext(batch_size=batch_size)
+    warnings = [
+        f"{fake[name]}: {why} is lossy; scores of re-encoded frames are not the method's "
+        "(write PNG frames: docs/metrics.md)"
+        for name in sorted(fake)
+        if (why := lossy_video(fake[name]))
+    ]
     runnable, skipped, weights = prepare_metrics(specs, ctx)
     evaluators = build_evaluators(runnable, ctx)
     scorer = JobScorer(evaluators)
@@ -218,4 +224,5 @@ def score_folders(
         "backends": backends,
         "weights": {name: rec["sha256"] for name, rec in weights.items()},
         "weights_status": {name: rec["status"] for name, rec in weights.items()},
+        "warnings": warnings,
     }

@@ -27,6 +27,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "VideoInfo",
     "frame_files",
+    "lossy_video",
     "is_video",
     "list_videos",
     "probe",
@@ -224,6 +225,33 @@ def read_frames(
 ) -> np.ndarray:
     """All (or the first ``max_frames``) frames as ``(T, H, W, 3) uint8``; see ``iter_frames``."""
     return np.stack(list(iter_frames(path, max_frames=max_frames, size=size, start=start)))
+
+
+#: Codecs that store RGB frames exactly (with an RGB pixel format for h264: libx264rgb).
+LOSSLESS_CODECS = ("png", "ffv1", "rawvideo", "qtrle", "utvideo", "huffyuv", "ffvhuff")
+
+
+def lossy_video(path: Path) -> str | None:
+    """Why the frames of ``path`` are not the frames that were encoded, or ``None``
+    (a frame folder, or a lossless codec in an RGB pixel format). A YUV pixel format
+    alone changes colours; lossy codecs change pixels (docs/metrics.md: never score
+    from them)."""
+    path = Path(path)
+    if path.is_dir():
+        return None
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            ctx = container.streams.video[0].codec_context
+            codec, pix = ctx.name, ctx.pix_fmt or ""
+    except (av.error.FFmpegError, IndexError, OSError):
+        return None  # unreadable: reading it reports the error
+    if codec in LOSSLESS_CODECS and not pix.startswith("yuv"):
+        return None
+    if codec == "h264" and pix in ("rgb24", "bgr24", "bgr0", "gbrp"):
+        return None  # libx264rgb, lossless at qp 0 (the only way reenactbench writes it)
+    return f"{codec} {pix}"
 
 
 def probe(path: Path) -> VideoInfo:

