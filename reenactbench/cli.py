@@ -390,7 +390,10 @@ def _run(
                 run_dir = run_protocol(proto, opts, on_progress=bar, on_message=_notice)
         finally:
             world.close()
-        if world.is_main:
+        if world.is_main:  # the tables and figures, as `reenactbench report` writes them
+            from reenactbench.report import write_report
+
+            write_report(run_dir, ("csv", "latex", "md"))
             _print_summary(run_dir)
 
 

@@ -10,7 +10,7 @@ job's fingerprint (reenactbench/cache.py).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,6 +73,7 @@ def run_job(
     scorer: JobScorer,
     batch_size: int,
     frame_dir: Path | None = None,
+    on_frame: Callable[[], None] | None = None,
 ) -> JobOutput:
     """Run ``method`` on ``pair`` and score it.
 
@@ -81,6 +82,7 @@ def run_job(
         n_frames: driving frames to use (the first ones).
         batch_size: frames per scoring batch.
         frame_dir: also write the generated frames there as PNG (lossless).
+        on_frame: called after each generated frame (progress).
 
     Raises:
         MethodError: the method broke the adapter contract (frame count, shape, dtype).
@@ -125,6 +127,8 @@ def run_job(
         fakes.append(resize(out, eval_res))
         reals.append(truth.popleft())
         n += 1
+        if on_frame is not None:
+            on_frame()
         if len(fakes) >= batch_size:
             flush()
     flush()

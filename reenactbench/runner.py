@@ -37,7 +37,7 @@ from reenactbench.files import write_json
 from reenactbench.job import run_job
 from reenactbench.lock import RunLock
 from reenactbench.methods import Method, load_method
-from reenactbench.protocol import Protocol
+from reenactbench.protocol import Pair, Protocol
 from reenactbench.rundir import now, open_run_dir, plan_jobs, run_info
 from reenactbench.runstate import (
     MessageFn,
@@ -101,8 +101,14 @@ def _run_share(run: RunState, share: list[tuple[str, int]], progress: ProgressFn
     scorer: JobScorer | None = None  # built on the first job that needs computing
     kinds = {s.key: s.kind for s in run.runnable}
     timings: dict[str, dict[str, float]] = {}
-    totals = {m: sum(1 for n, _ in share if n == m) for m, _ in share}
-    done: dict[str, int] = {}
+    # progress in frames, per method (a job of 500 frames at 1024² takes minutes)
+    totals = {m: run.n_frames * sum(1 for n, _ in share if n == m) for m, _ in share}
+    done = dict.fromkeys(totals, 0)
+
+    def tick(name: str) -> None:
+        done[name] += 1
+        progress(name, done[name], totals[name])
+
     for name, index in share:
         pair = run.pairs[index]
         methods.release_all_but(name)
@@ -116,36 +122,43 @@ def _run_share(run: RunState, share: list[tuple[str, int]], progress: ProgressFn
         t0 = time.perf_counter()
         output = run_job(
             method, pair, run.videos, run.proto.resolution, run.n_frames, scorer,
-            run.opts.batch_size, frame_dir,
+            run.opts.batch_size, frame_dir, on_frame=lambda name=name: tick(name),
         )  # fmt: skip
         seconds = time.perf_counter() - t0
-        meta = {
-            "method": name,
-            "pair": {"driving": pair.driving, "source": pair.source,
-                     "source_frame": pair.source_frame},
-            "n_frames": output.n_frames,
-            "fingerprint": job_fingerprint(run.ids(name), pair),
-            "config": run.ids(name),
-            "inputs": {
-                "driving": run.inputs.keys(run.videos[pair.driving].path, 0, run.n_frames),
-                "source": run.inputs.keys(run.videos[pair.source].path, pair.source_frame, 1),
-            },
-            "frames_saved": frame_dir is not None,
-            "runtime": {"device": run.ctx.device, "batch_size": run.opts.batch_size,
-                        "seconds": round(seconds, 3), "rank": run.world.rank,
-                        "host": run.world.host},
-        }  # fmt: skip
+        meta = _record_meta(run, name, pair, output.n_frames, seconds, frame_dir is not None)
         heatmap = output.heatmap if run.proto.kind == "robustness" else None
         record = JobRecord.write(path, meta, output.parts, kinds, heatmap)
         t = timings.setdefault(name, {"seconds": 0.0, "frames": 0})
         t["seconds"] += seconds
         t["frames"] += output.n_frames
-        done[name] = done.get(name, 0) + 1
+        totals[name] -= run.n_frames - output.n_frames  # a video shorter than the protocol's
         if run.world.is_main:
             run.results.setdefault(name, {})[pair.key] = record
             write_tables(run.out, run.info, run.ordered_results(), run.stale, final=False)
         progress(name, done[name], totals[name])
     return {"timings": timings, "skipped": methods.skipped, "rank": run.world.label()}
+
+
+def _record_meta(
+    run: RunState, name: str, pair: Pair, n_frames: int, seconds: float, frames_saved: bool
+) -> dict[str, Any]:
+    """The metadata of a job record (reenactbench/cache.py)."""
+    assert run.ctx is not None
+    videos = run.videos
+    return {
+        "method": name,
+        "pair": {"driving": pair.driving, "source": pair.source, "source_frame": pair.source_frame},
+        "n_frames": n_frames,
+        "fingerprint": job_fingerprint(run.ids(name), pair),
+        "config": run.ids(name),
+        "inputs": {
+            "driving": run.inputs.keys(videos[pair.driving].path, 0, run.n_frames),
+            "source": run.inputs.keys(videos[pair.source].path, pair.source_frame, 1),
+        },
+        "frames_saved": frames_saved,
+        "runtime": {"device": run.ctx.device, "batch_size": run.opts.batch_size,
+                    "seconds": round(seconds, 3), "rank": run.world.rank, "host": run.world.host},
+    }  # fmt: skip
 
 
 # ----------------------------------------------------------------- 7. merge

@@ -382,3 +382,11 @@ def test_score_warns_when_fakes_are_lossy_video(tmp_path: Path) -> None:
 def test_limits_instead_of_an_oom_kill_or_a_silent_hour(args: list[str]) -> None:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "Invalid value" in result.output
+
+
+def test_run_writes_tables_and_reports_progress_in_frames(tiny: dict[str, Path]) -> None:
+    result = CliRunner().invoke(app, _run_args(tiny))
+    assert result.exit_code == 0, result.output
+    assert (tiny["out"] / "tables" / "table1_same_id.md").is_file()
+    progress = [ln for ln in result.stderr.splitlines() if ln.startswith("static: ")]
+    assert progress[0] == "static: 1/6" and progress[-1] == "static: 6/6"  # 2 videos x 3
