@@ -345,7 +345,8 @@ def import_file(name: str, file: Path, force: bool = False) -> Path:
     if not force and check_file(name, file) == "mismatch":
         raise InputError(
             f"{file}: sha256 {sha256_file(file)[:16]}... does not match the published "
-            f"{spec.sha256} of {spec.filename}; pass --force to use it anyway (flagged in runs)"
+            f"{spec.sha256} of {name} ({spec.filename}); pass --force to use it anyway "
+            "(flagged in runs)"
         )
     dest = weights_home() / spec.filename
     dest.parent.mkdir(parents=True, exist_ok=True)

@@ -390,3 +390,13 @@ def test_run_writes_tables_and_reports_progress_in_frames(tiny: dict[str, Path])
     assert (tiny["out"] / "tables" / "table1_same_id.md").is_file()
     progress = [ln for ln in result.stderr.splitlines() if ln.startswith("static: ")]
     assert progress[0] == "static: 1/6" and progress[-1] == "static: 6/6"  # 2 videos x 3
+
+
+def test_import_with_a_wrong_checksum_names_the_weight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REENACTBENCH_HOME", str(tmp_path / "home"))
+    file = tmp_path / "alexnet.pth"
+    torch.save({"w": torch.zeros(2)}, file)
+    result = CliRunner().invoke(app, ["weights", "import", "lpips-alex", str(file)])
+    _one_error(result, "of lpips-alex (alexnet-owt-7be5be79.pth); pass --force")
