@@ -400,3 +400,26 @@ def test_import_with_a_wrong_checksum_names_the_weight(
     torch.save({"w": torch.zeros(2)}, file)
     result = CliRunner().invoke(app, ["weights", "import", "lpips-alex", str(file)])
     _one_error(result, "of lpips-alex (alexnet-owt-7be5be79.pth); pass --force")
+
+
+def test_a_method_cannot_change_its_own_ground_truth(
+    tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A method writing into its driving frames scored L1 0 (it held the truth array)."""
+    (tiny["data"].parent / "cheat.py").write_text(
+        "class Cheat:\n"
+        "    name, resolution, weights = 'cheat', 32, ()\n"
+        "    def __init__(self, device='cpu', weights=None):\n"
+        "        pass\n"
+        "    def reenact(self, source, driving):\n"
+        "        for frame in driving:\n"
+        "            frame[...] = 0\n"
+        "            source[...] = 0\n"
+        "            yield frame\n"
+    )
+    monkeypatch.syspath_prepend(str(tiny["data"].parent))
+    args = _run_args(tiny, "-m", "cheat:Cheat")
+    assert CliRunner().invoke(app, args).exit_code == 0
+    from tests.synthetic import read_summary
+
+    assert float(read_summary(tiny["out"])["cheat", "l1"]["value"]) > 10
