@@ -160,6 +160,14 @@ def _run_args(t: dict[str, Path], *extra: str, kind: str = "same-id") -> list[st
             "--protocol", str(t["proto"]), *extra]  # fmt: skip
 
 
+def _plugin(
+    tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch, module: str, source: str
+) -> None:
+    """Write a plug-in module beside the data and make it importable."""
+    (tiny["data"].parent / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tiny["data"].parent))
+
+
 def _one_error(result, text: str) -> None:
     assert result.exit_code == 2, result.output
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -229,7 +237,10 @@ def test_foreign_out_folder_is_refused_and_kept(tiny: dict[str, Path]) -> None:
 def test_plugin_that_raises_or_exits_names_itself_and_keeps_finished_jobs(
     tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tiny["data"].parent / "badexit.py").write_text(
+    _plugin(
+        tiny,
+        monkeypatch,
+        "badexit",
         "import sys\n"
         "class Bad:\n"
         "    name, resolution, weights = 'bad', 32, ()\n"
@@ -239,9 +250,8 @@ def test_plugin_that_raises_or_exits_names_itself_and_keeps_finished_jobs(
         "        for i, frame in enumerate(driving):\n"
         "            if i == 1:\n"
         "                sys.exit(3) if self.how == 'exit' else 1 / 0\n"
-        "            yield frame\n"
+        "            yield frame\n",
     )
-    monkeypatch.syspath_prepend(str(tiny["data"].parent))
     for how, text in (("raise", "ZeroDivisionError"), ("exit", "SystemExit: 3")):
         args = _run_args(tiny, "-m", "badexit:Bad", "--method-option", f"bad:how={how}")
         result = CliRunner().invoke(app, args)
@@ -406,7 +416,10 @@ def test_a_method_cannot_change_its_own_ground_truth(
     tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A method writing into its driving frames scored L1 0 (it held the truth array)."""
-    (tiny["data"].parent / "cheat.py").write_text(
+    _plugin(
+        tiny,
+        monkeypatch,
+        "cheat",
         "class Cheat:\n"
         "    name, resolution, weights = 'cheat', 32, ()\n"
         "    def __init__(self, device='cpu', weights=None):\n"
@@ -415,9 +428,8 @@ def test_a_method_cannot_change_its_own_ground_truth(
         "        for frame in driving:\n"
         "            frame[...] = 0\n"
         "            source[...] = 0\n"
-        "            yield frame\n"
+        "            yield frame\n",
     )
-    monkeypatch.syspath_prepend(str(tiny["data"].parent))
     args = _run_args(tiny, "-m", "cheat:Cheat")
     assert CliRunner().invoke(app, args).exit_code == 0
     from tests.synthetic import read_summary
