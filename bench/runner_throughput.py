@@ -37,7 +37,8 @@ def bench_runner(data: Path, frames: int) -> dict[str, float]:
             t0 = time.perf_counter()
             run_dir = run_protocol(proto, RunOptions(data=data, methods=[method], out=Path(tmp)))
             dt = time.perf_counter() - t0
-            n = json.loads((run_dir / "run.json").read_text())["timings"][method]["frames"]
+            history = (run_dir / "history.jsonl").read_text().splitlines()
+            n = json.loads(history[-1])["timings"][method]["frames"]
             out[method] = n / dt
     return out
 

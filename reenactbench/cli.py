@@ -8,6 +8,7 @@ the traceback.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import math
 import sys
@@ -82,6 +83,25 @@ def user_errors() -> Iterator[None]:
         if not (_state["rank"] and getattr(e, "shared", False)):  # rank 0 reports shared ones
             err.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(e.exit_code) from None
+    except OSError as e:  # the file system refused (read-only, full, a file in the way)
+        if _state["debug"] or e.errno not in _OS_HINTS or not e.filename:
+            raise
+        where = escape(str(e.filename))
+        err.print(f"[red]error:[/red] {where}: {escape(e.strerror or '')}; {_OS_HINTS[e.errno]}")
+        raise typer.Exit(2) from None
+
+
+#: errno -> what to do, for file-system refusals reported as one line (finished work stays).
+_OS_HINTS = {
+    errno.EROFS: "the file system is read-only: pass a folder you can write to",
+    errno.EACCES: "check its permissions or pass a folder you can write to",
+    errno.EPERM: "check its permissions or pass a folder you can write to",
+    errno.ENOSPC: "the disk is full: free space and run the command again (work done is kept)",
+    errno.EDQUOT: "the disk quota is full: free space and run the command again",
+    errno.ENOTDIR: "a file is in the way: pass a path inside a folder",
+    errno.EEXIST: "a file is in the way: pass another path",
+    errno.EISDIR: "a folder is in the way: pass a file path",
+}
 
 
 @contextmanager
@@ -815,6 +835,8 @@ def prepare_hdtf(
         )
     for name, reason in result.skipped.items():
         err.print(f"[yellow]skipped: {escape(name)}: {escape(reason)}[/yellow]")
+    for text in result.warnings.values():
+        err.print(f"[yellow]warning: {escape(text)}[/yellow]")
     out.print(f"{len(result.prepared)} videos prepared; manifest: {result.manifest}")
 
 

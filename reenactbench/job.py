@@ -49,11 +49,24 @@ def read_source(video: VideoRecord, frame: int) -> np.ndarray:
         raise InputError(f"{video.path}: has no frame {frame} to use as source") from None
 
 
-def _guarded(method: Method, pair: Pair, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+def _guarded(
+    method: Method, pair: Pair, paths: tuple[Path, Path], frames: Iterator[np.ndarray]
+) -> Iterator[np.ndarray]:
     """``frames``, with a method's own failure (an exception, ``sys.exit``) turned into a
-    :class:`MethodError` naming the method and the job; the runner's finished jobs stay."""
+    :class:`MethodError` naming the method and the job, and an input the method refuses
+    (an :class:`InputError` such as no face in the source) naming the source file; the
+    runner's finished jobs stay. ``paths``: the (source, driving) video."""
+    source = paths[0]
     try:
         yield from frames
+    except InputError as e:
+        if str(e).startswith(tuple(str(p) for p in paths)):
+            raise  # names its file already
+        raise InputError(
+            f"{source}: frame {pair.source_frame}: method {method.name!r} cannot use it as a "
+            f"source (job {pair.key}): {e}; leave the video out or choose another source "
+            "frame (finished jobs are kept)"
+        ) from e
     except ReenactbenchError:
         raise
     except (Exception, SystemExit) as e:
@@ -79,24 +92,34 @@ def run_job(
 
     Args:
         eval_res: evaluation resolution E (protocol).
-        n_frames: driving frames to use (the first ones).
+        n_frames: driving frames to use (the first ones); a video that decodes fewer
+            is an error (a file damaged since the run checked its length).
         batch_size: frames per scoring batch.
         frame_dir: also write the generated frames there as PNG (lossless).
         on_frame: called after each generated frame (progress).
 
     Raises:
         MethodError: the method broke the adapter contract (frame count, shape, dtype).
+        InputError: the driving video gave fewer than ``n_frames`` frames.
     """
     res = method.resolution
     truth: deque[np.ndarray] = deque()
+    path = videos[pair.driving].path
 
     def driving() -> Iterator[np.ndarray]:
-        for frame in iter_frames(videos[pair.driving].path, max_frames=n_frames):
+        read = 0
+        for frame in iter_frames(path, max_frames=n_frames):
             real = resize(frame, eval_res)
             # the method must never hold the array it is scored against (a method that
             # wrote into its input would change its own ground truth)
             truth.append(real.copy() if real is frame else real)
+            read += 1
             yield resize(frame, res)
+        if read < n_frames:
+            raise InputError(
+                f"{path}: decoded {read} of the {n_frames} frames the run planned; the video "
+                "changed or is damaged since: restore it (finished jobs are kept)"
+            )
 
     source = read_source(videos[pair.source], pair.source_frame)
     source_eval = resize(source, eval_res)
@@ -117,7 +140,8 @@ def run_job(
             fakes.clear()
             reals.clear()
 
-    for out in _guarded(method, pair, method.reenact(resize(source, res), driving())):
+    paths = (videos[pair.source].path, path)
+    for out in _guarded(method, pair, paths, method.reenact(resize(source, res), driving())):
         out = check_output_frame(out, method)
         if not truth:
             raise MethodError(

@@ -51,6 +51,7 @@ class Protocol:
     split_file: str | None = None  #: file with one test video name per line (overrides split)
     max_videos: int | None = 75  #: evaluate the first N test videos in seeded order
     frames: int = 500  #: first N frames of each video
+    allow_short: bool = False  #: a video with fewer frames is used whole (else an error)
     resolution: int = 256  #: evaluation resolution (every output and ground truth resized)
     pairing_seed: int = 0
     source_frame: int = 0  #: same-id / cross-id: index of the source frame
@@ -148,7 +149,8 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
 _TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "kind": (str,), "description": (str,), "dataset": (str,),
     "split": (str,), "split_seed": (int,), "test_fraction": (int, float),
-    "split_file": (str,), "max_videos": (int,), "frames": (int,), "resolution": (int,),
+    "split_file": (str,), "max_videos": (int,), "frames": (int,), "allow_short": (bool,),
+    "resolution": (int,),
     "pairing_seed": (int,), "source_frame": (int,), "drivers": (int,), "sources": (int,),
     "source_selection": (str,), "metrics": (list,), "fvd_clip": (int,),
 }  # fmt: skip
@@ -158,7 +160,7 @@ def _check_types(flat: dict[str, Any], path: Path) -> None:
     """Each field has its declared type (TOML booleans and floats are not integers)."""
     for key, value in flat.items():
         want = _TYPES[key]
-        ok = isinstance(value, want) and not isinstance(value, bool)
+        ok = isinstance(value, want) and (bool in want or not isinstance(value, bool))
         if key == "metrics" and ok:
             ok = all(isinstance(m, str) for m in value)
         names = " or ".join("list of strings" if t is list else t.__name__ for t in want)

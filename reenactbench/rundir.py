@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import platform
 import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,23 @@ import reenactbench
 from reenactbench.cache import JobRecord, RecordError, job_fingerprint, record_path
 from reenactbench.collect import stale_note
 from reenactbench.errors import InputError
-from reenactbench.files import remove_stale_temps, write_csv
+from reenactbench.files import atomic_write_text, remove_stale_temps, write_csv
 from reenactbench.lock import LOCK_NAME, RunLock
 from reenactbench.protocol import Pair
 from reenactbench.runstate import RunState
 
-__all__ = ["check_record", "now", "open_run_dir", "plan_jobs", "run_info"]
+__all__ = [
+    "HISTORY_NAME",
+    "append_history",
+    "check_record",
+    "history_entry",
+    "now",
+    "open_run_dir",
+    "plan_jobs",
+    "run_info",
+]
+
+HISTORY_NAME = "history.jsonl"  #: one line per command that wrote the run directory
 
 
 # ----------------------------------------------------------------- 3. run directory
@@ -96,8 +108,7 @@ def run_info(run: RunState, previous: dict[str, Any], configs: dict[str, Any]) -
     stale_jobs = {k: v for k, v in previous.get("stale_jobs", {}).items() if k not in names}
     return {
         "setup": run.setup,
-        "data": str(Path(opts.data).resolve()),
-        "protocol": run.proto.to_dict(),
+        "protocol": {k: v for k, v in run.proto.to_dict().items() if k != "path"},
         "methods": methods,
         "metrics": list(run.proto.metrics),
         "skipped_metrics": configs["skipped_metrics"],
@@ -112,18 +123,41 @@ def run_info(run: RunState, previous: dict[str, Any], configs: dict[str, Any]) -
         "frames_key": opts.frames_key,
         "dtype": opts.dtype,
         "bootstrap": opts.bootstrap,
+        "versions": _versions(),
+        "seeds": {"split": run.proto.split_seed, "pairing": run.proto.pairing_seed},
+        "short_videos": {v: n for v, n in sorted(run.lengths.items()) if n < run.n_frames},
+        "skipped_methods": skipped_methods,
+        "stale_jobs": stale_jobs,
+    }
+
+
+def history_entry(run: RunState, started: str) -> dict[str, Any]:
+    """This command's line of ``history.jsonl``: where, when and how it ran (what can
+    differ between two commands that give the same numbers; run.json holds only what
+    the numbers depend on, so a re-run with the same results leaves it unchanged)."""
+    opts = run.opts
+    return {
+        "started": started,
+        "finished": None,
+        "command": list(sys.argv),
+        "methods": [e.name for e in run.entries],
+        "protocol_file": str(Path(run.proto.path).resolve()),
+        "data": str(Path(opts.data).resolve()),
+        "host": platform.node(),
         "device": opts.device,
         "batch_size": opts.batch_size,
         "world_size": run.world.size,
-        "versions": _versions(),
         "git_commit": _git_commit(),
-        "seeds": {"split": run.proto.split_seed, "pairing": run.proto.pairing_seed},
-        "started": previous.get("started") or now(),
-        "finished": None,
-        "skipped_methods": skipped_methods,
-        "stale_jobs": stale_jobs,
-        "timings": dict(previous.get("timings", {})),
+        "timings": {},
     }
+
+
+def append_history(out: Path, entry: dict[str, Any]) -> None:
+    """Append one JSON line to ``out/history.jsonl`` (atomically: the lock holder
+    rewrites the file with the line added)."""
+    path = out / HISTORY_NAME
+    before = path.read_text() if path.is_file() else ""
+    atomic_write_text(path, before + json.dumps(entry) + "\n")
 
 
 def check_record(run: RunState, method: str, pair: Pair) -> tuple[JobRecord | None, str]:

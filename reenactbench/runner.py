@@ -38,7 +38,14 @@ from reenactbench.job import run_job
 from reenactbench.lock import RunLock
 from reenactbench.methods import Method, load_method
 from reenactbench.protocol import Pair, Protocol
-from reenactbench.rundir import now, open_run_dir, plan_jobs, run_info
+from reenactbench.rundir import (
+    append_history,
+    history_entry,
+    now,
+    open_run_dir,
+    plan_jobs,
+    run_info,
+)
 from reenactbench.runstate import (
     MessageFn,
     MethodEntry,
@@ -102,7 +109,9 @@ def _run_share(run: RunState, share: list[tuple[str, int]], progress: ProgressFn
     kinds = {s.key: s.kind for s in run.runnable}
     timings: dict[str, dict[str, float]] = {}
     # progress in frames, per method (a job of 500 frames at 1024² takes minutes)
-    totals = {m: run.n_frames * sum(1 for n, _ in share if n == m) for m, _ in share}
+    totals = {
+        m: sum(run.lengths[run.pairs[i].driving] for n, i in share if n == m) for m, _ in share
+    }
     done = dict.fromkeys(totals, 0)
 
     def tick(name: str) -> None:
@@ -121,7 +130,7 @@ def _run_share(run: RunState, share: list[tuple[str, int]], progress: ProgressFn
         shutil.rmtree(path.parent / "frames", ignore_errors=True)  # an unfinished job's
         t0 = time.perf_counter()
         output = run_job(
-            method, pair, run.videos, run.proto.resolution, run.n_frames, scorer,
+            method, pair, run.videos, run.proto.resolution, run.lengths[pair.driving], scorer,
             run.opts.batch_size, frame_dir, on_frame=lambda name=name: tick(name),
         )  # fmt: skip
         seconds = time.perf_counter() - t0
@@ -131,7 +140,6 @@ def _run_share(run: RunState, share: list[tuple[str, int]], progress: ProgressFn
         t = timings.setdefault(name, {"seconds": 0.0, "frames": 0})
         t["seconds"] += seconds
         t["frames"] += output.n_frames
-        totals[name] -= run.n_frames - output.n_frames  # a video shorter than the protocol's
         if run.world.is_main:
             run.results.setdefault(name, {})[pair.key] = record
             write_tables(run.out, run.info, run.ordered_results(), run.stale, final=False)
@@ -162,8 +170,14 @@ def _record_meta(
 
 
 # ----------------------------------------------------------------- 7. merge
-def _finish(run: RunState, pending: list[tuple[str, int]], reports: list[dict[str, Any]]) -> None:
-    """Rank 0: read the records the other ranks wrote, then the final tables."""
+def _finish(
+    run: RunState,
+    pending: list[tuple[str, int]],
+    reports: list[dict[str, Any]],
+    history: dict[str, Any],
+) -> None:
+    """Rank 0: read the records the other ranks wrote, then the final tables; the
+    command's timings go to its ``history.jsonl`` line."""
     info = run.info
     for report in reports:
         for name, why in report["skipped"].items():
@@ -176,7 +190,7 @@ def _finish(run: RunState, pending: list[tuple[str, int]], reports: list[dict[st
         seconds = sum(r["timings"].get(name, {}).get("seconds", 0.0) for r in reports)
         frames = sum(r["timings"].get(name, {}).get("frames", 0) for r in reports)
         if frames:
-            info["timings"][name] = {
+            history["timings"][name] = {
                 "seconds": round(seconds, 3),
                 "frames": frames,
                 "frames_per_s": round(frames / seconds, 2) if seconds else None,
@@ -195,8 +209,9 @@ def _finish(run: RunState, pending: list[tuple[str, int]], reports: list[dict[st
     if run.proto.kind == "robustness":
         write_heatmaps(run.out, results)
     write_tables(run.out, info, results, run.stale, final=True)
-    info["finished"] = now()
     write_json(run.out / "run.json", info)
+    history["finished"] = now()
+    append_history(run.out, history)
 
 
 def run_protocol(
@@ -221,6 +236,7 @@ def run_protocol(
     entries = world.agree(lambda: resolve_methods(opts, say))
     assert entries is not None
     run = RunState(proto, opts, world, say, entries)
+    started = now()
     load_inputs(run)
     lock = RunLock(run.out, world.size, say)
     try:
@@ -244,7 +260,7 @@ def run_protocol(
             say(f"rank {world.rank} of {world.size}: {len(share)} of {len(pending)} jobs")
         reports = world.gather(_run_share(run, share, progress))
         if world.is_main:
-            _finish(run, pending, reports)
+            _finish(run, pending, reports, history_entry(run, started))
     finally:
         lock.release()
     return run.out

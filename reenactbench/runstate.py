@@ -31,7 +31,7 @@ from reenactbench.nn.precision import DTYPES
 from reenactbench.protocol import Pair, Protocol, make_pairs, select_videos
 from reenactbench.scoring import prepare_metrics, weight_flags
 from reenactbench.sources import source_chooser
-from reenactbench.video import RESIZE_MODE
+from reenactbench.video import RESIZE_MODE, frame_files, frame_gaps, probe
 from reenactbench.weights import weight_path, weight_record
 
 __all__ = [
@@ -40,6 +40,7 @@ __all__ = [
     "RunOptions",
     "RunState",
     "load_inputs",
+    "check_lengths",
     "make_configs",
     "resolve_methods",
 ]
@@ -115,6 +116,7 @@ class RunState:
     entries: list[MethodEntry]
     videos: dict[str, VideoRecord] = field(default_factory=dict)
     n_frames: int = 0
+    lengths: dict[str, int] = field(default_factory=dict)  #: video -> frames a job reads
     pairs: list[Pair] = field(default_factory=list)
     setup: dict[str, Any] = field(default_factory=dict)
     ctx: MetricContext | None = None
@@ -204,7 +206,8 @@ def load_inputs(run: RunState) -> None:
     dataset, videos = opened
     run.videos = dataset.by_name()
 
-    def pairs_and_setup() -> tuple[list[Pair], dict[str, Any]]:
+    def pairs_and_setup() -> tuple[list[Pair], dict[str, Any], dict[str, int]]:
+        lengths = check_lengths(proto, videos, run.n_frames, run.say)
         chooser = source_chooser(proto.source_selection, run.n_frames, proto.resolution)
         pairs = make_pairs(proto, videos, chooser)
         setup = {
@@ -215,11 +218,11 @@ def load_inputs(run: RunState) -> None:
             "resolution": proto.resolution,
             "resize": RESIZE_MODE,
         }
-        return pairs, setup
+        return pairs, setup, lengths
 
     shared = run.world.agree(pairs_and_setup, main_only=True)
     assert shared is not None
-    run.pairs, run.setup = shared
+    run.pairs, run.setup, run.lengths = shared
 
     def enough_jobs() -> None:
         jobs = len(run.pairs) * len(run.entries)
@@ -230,6 +233,36 @@ def load_inputs(run: RunState) -> None:
             )
 
     run.world.agree(enough_jobs, main_only=True)
+
+
+def check_lengths(
+    proto: Protocol, videos: list[VideoRecord], n_frames: int, say: MessageFn
+) -> dict[str, int]:
+    """Video -> the frames its jobs read (``n_frames``, or fewer where the protocol
+    allows short videos); warns about frame folders whose numbering skips.
+
+    Raises:
+        InputError: a video is shorter than ``n_frames`` and the protocol does not allow
+            it, or a video file is truncated (:func:`~reenactbench.video.probe`).
+    """
+    lengths, short = {}, []
+    for video in videos:
+        if video.path.is_dir():
+            gaps = frame_gaps(frame_files(video.path))
+            if gaps:
+                say(f"warning: {video.path}: {gaps}")
+        have = probe(video.path).n_frames
+        lengths[video.name] = min(have, n_frames)
+        if have < n_frames:
+            short.append(f"{video.path} ({have})")
+    if short and not proto.allow_short:
+        raise InputError(
+            f"{short[0]}: fewer frames than the {n_frames} protocol {proto.name} scores"
+            + (f" ({len(short) - 1} more such videos)" if len(short) > 1 else "")
+            + "; pass --max-frames, leave the video out, or set allow_short = true in "
+            "the protocol to use short videos whole"
+        )
+    return lengths
 
 
 # ----------------------------------------------------------------- 4. configs

@@ -1,9 +1,10 @@
 """Read and write videos and frame folders; the one antialiased resize.
 
 A *video* is a file (.mp4, .avi, .mov, .mkv, .webm) decoded with PyAV, or a folder of
-frames (``000000.png``, ``000001.png``, ... or .jpg; sorted by name). Frames are always
-``(H, W, 3) uint8`` RGB at the boundaries. Reading streams: one decoded frame at a time,
-so a 500-frame 1024^2 video is never held in memory unless the caller stacks it.
+frames (``000000.png``, ``000001.png``, ... or .jpg; numbers in names compared as
+numbers, gaps reported by :func:`frame_gaps`). Frames are always ``(H, W, 3) uint8`` RGB
+at the boundaries. Reading streams: one decoded frame at a time, so a 500-frame 1024^2
+video is never held in memory unless the caller stacks it.
 
 Outputs written for metric parity are PNG folders (lossless); ``.mp4`` output is H.264
 yuv420p for viewing only (lossy: never score from it).
@@ -26,7 +27,9 @@ __all__ = [
     "VIDEO_SUFFIXES",
     "IMAGE_SUFFIXES",
     "VideoInfo",
+    "check_decoded",
     "frame_files",
+    "frame_gaps",
     "lossy_video",
     "is_video",
     "list_videos",
@@ -69,6 +72,31 @@ def frame_files(folder: Path) -> list[Path]:
     return sorted(files, key=_natural_key)
 
 
+_NUMBERED = re.compile(r"^(.*?)(\d+)$")
+
+
+def frame_gaps(files: list[Path]) -> str | None:
+    """What is wrong with the numbering of a frame folder's files (in reading order), or
+    ``None``: numbers that skip (frames deleted or never written) or repeat (``1.png``
+    and ``01.png``). Names without a trailing number are not checked."""
+    matches = [_NUMBERED.match(f.stem) for f in files]
+    if not matches or any(m is None for m in matches):
+        return None
+    if len({m.group(1) for m in matches if m}) > 1:
+        return None  # several name patterns: not one numbered sequence
+    numbers = [int(m.group(2)) for m in matches if m]
+    if len(set(numbers)) < len(numbers):
+        dup = next(n for n in numbers if numbers.count(n) > 1)
+        return f"two frame files are numbered {dup}; keep one"
+    missing = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
+    if not missing:
+        return None
+    return (
+        f"frame numbers skip {len(missing)} frame(s) (first missing: {missing[0]}); the "
+        "frames around a gap are read as neighbours"
+    )
+
+
 def is_video(path: Path) -> bool:
     """True for a video file with a known suffix or a folder holding image frames."""
     if path.is_dir():
@@ -80,12 +108,20 @@ def list_videos(folder: Path) -> list[Path]:
     """Videos directly inside ``folder`` (files and frame folders), sorted by name.
 
     Raises:
-        InputError: ``folder`` is missing, not a folder, or holds no video.
+        InputError: ``folder`` is missing, not a folder, or holds no video; a sub-folder
+            is empty (a video whose frames were never written would silently drop out of
+            the results). Sub-folders holding other files (``docs/``) are not videos.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: not a folder; pass a folder of videos or frame folders")
-    videos = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and is_video(p))
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    for p in entries:
+        if p.is_dir() and not any(p.iterdir()):
+            raise InputError(
+                f"{p}: no frames (an empty frame folder); fill it, or remove it from {folder}"
+            )
+    videos = [p for p in entries if is_video(p)]
     if not videos:
         raise InputError(
             f"{folder}: no videos found; expected {'/'.join(VIDEO_SUFFIXES)} files "
@@ -126,13 +162,14 @@ def resize(frame: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
         size: output side (square) or ``(height, width)``.
 
     Returns:
-        ``(h, w, 3) uint8``; the input itself when it already has that size.
+        ``(h, w, 3) uint8``, writable (torch warns on read-only arrays); the input
+        itself when it already has that size.
     """
     h, w = (size, size) if isinstance(size, int) else size
     if frame.shape[:2] == (h, w):
         return frame
     im = Image.fromarray(frame).resize((w, h), Image.Resampling.BICUBIC, reducing_gap=None)
-    return np.asarray(im, dtype=np.uint8)
+    return np.array(im, dtype=np.uint8)
 
 
 def _decode_error(path: Path, err: Exception) -> InputError:
@@ -276,17 +313,41 @@ def probe(path: Path) -> VideoInfo:
                 raise InputError(f"{path}: the file has no video stream")
             stream = container.streams.video[0]
             n, rate = stream.frames, stream.average_rate
+            duration = container.duration / 1e6 if container.duration else None
             h, w = stream.codec_context.height, stream.codec_context.width
     except FileNotFoundError:  # before FFmpegError: av.error.FileNotFoundError is both
         raise InputError(f"{path}: no such video file or frame folder") from None
     except av.error.FFmpegError as e:
         raise _decode_error(path, e) from None
+    fps = float(rate) if rate else 25.0
     if n <= 0 or h <= 0:
         n = 0
         for frame in iter_frames(path):
             n += 1
             h, w = frame.shape[:2]
-    return VideoInfo(path, n, h, w, float(rate) if rate else 25.0)
+        _check_duration(path, n, duration, fps)
+    return VideoInfo(path, n, h, w, fps)
+
+
+def _check_duration(path: Path, decoded: int, duration: float | None, fps: float) -> None:
+    """A container that states its duration but decodes to fewer frames is truncated or
+    damaged (a download cut short): reading on would score a fraction of the video."""
+    if duration:
+        stated = round(duration * fps)
+        check_decoded(path, decoded, stated, slack=max(2, stated // 50))
+
+
+def check_decoded(path: Path, decoded: int, stated: int, slack: int = 0) -> None:
+    """Raise unless ``decoded`` frames (give or take ``slack``) are the ``stated`` ones.
+
+    Raises:
+        InputError: fewer frames decode than the container states.
+    """
+    if decoded < stated - slack:
+        raise InputError(
+            f"{path}: only {decoded} of the {stated} frames its container states decode; "
+            "the file is truncated or damaged: download or copy it again"
+        )
 
 
 def write_png_folder(frames: Iterable[np.ndarray], out_dir: Path, start: int = 0) -> int:

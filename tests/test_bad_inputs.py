@@ -435,3 +435,246 @@ def test_a_method_cannot_change_its_own_ground_truth(
     from tests.synthetic import read_summary
 
     assert float(read_summary(tiny["out"])["cheat", "l1"]["value"]) > 10
+
+
+# ---------------------------------------------------------------- frame completeness
+def test_short_video_is_an_error_unless_the_protocol_allows_it(tiny: dict[str, Path]) -> None:
+    """A 3-frame video under a 5-frame protocol was scored on 3 frames without a word."""
+    import json
+
+    from tests.synthetic import write_protocol
+
+    five = write_protocol(tiny["proto"].parent, "same-id", frames=5, resolution=32, metrics=["l1"])
+    args = _run_args({**tiny, "proto": five})
+    _one_error(CliRunner().invoke(app, args), f"{tiny['data'] / 'a_000'} (3): fewer frames")
+    assert not tiny["out"].exists()
+    write_protocol(five.parent, "same-id", frames=5, resolution=32, metrics=["l1"],
+                   allow_short=True)  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    run = json.loads((tiny["out"] / "run.json").read_text())
+    assert run["short_videos"] == {"a_000": 3, "b_000": 3}
+    md = (tiny["out"] / "tables" / "table1_same_id.md").read_text()
+    assert "2 video(s) have fewer than 5 frames and are used whole: a_000 (3), b_000 (3)" in md
+
+
+def test_prepared_frames_must_match_the_manifest(tmp_path: Path) -> None:
+    """Frames deleted from a prepared video were never noticed (manifest n_frames)."""
+    from reenactbench.data.dataset import load_dataset
+
+    write_folder_dataset(tmp_path / "32", ["a_000", "b_000"], n=3, size=32)
+    (tmp_path / "manifest.csv").write_text("video,identity,n_frames\na_000,a,3\nb_000,b,3\n")
+    assert len(load_dataset(tmp_path, resolution=32).videos) == 2
+    (tmp_path / "32" / "b_000" / "000001.png").unlink()
+    with pytest.raises(InputError, match="b_000: holds 2 frames, manifest.csv lists 3"):
+        load_dataset(tmp_path, resolution=32)
+
+
+def test_gaps_in_frame_numbers_are_warned_about(tiny: dict[str, Path]) -> None:
+    from reenactbench.video import frame_files, frame_gaps
+
+    folder = tiny["data"] / "a_000"
+    assert frame_gaps(frame_files(folder)) is None
+    (folder / "000001.png").rename(folder / "000004.png")
+    assert "skip 2 frame(s) (first missing: 1)" in str(frame_gaps(frame_files(folder)))
+    result = CliRunner().invoke(app, _run_args(tiny, "--max-frames", "2"))
+    assert result.exit_code == 0, result.output
+    assert f"warning: {folder}: frame numbers skip 2" in result.stderr
+    (folder / "4.png").write_bytes((folder / "000004.png").read_bytes())
+    assert "two frame files are numbered 4" in str(frame_gaps(frame_files(folder)))
+
+
+def _truncated_mkv(path: Path, n: int = 40) -> Path:
+    import av
+
+    from tests.synthetic import blob_video
+
+    full = path.with_suffix(".full.mkv")
+
+    with av.open(str(full), "w") as c:
+        s = c.add_stream("ffv1", rate=25)
+        s.width = s.height = 32
+        s.pix_fmt = "yuv420p"
+        for frame in blob_video(n, 32):
+            for p in s.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    data = full.read_bytes()
+    full.unlink()
+    path.write_bytes(data[: len(data) // 3])
+    return path
+
+
+def test_truncated_video_file_is_an_error(tiny: dict[str, Path]) -> None:
+    """A truncated .mkv decoded as a fraction of its frames, silently (run and prepare)."""
+    import shutil
+
+    from reenactbench.video import probe
+
+    shutil.rmtree(tiny["data"] / "a_000")
+    cut = _truncated_mkv(tiny["data"] / "a_000.mkv")
+    with pytest.raises(InputError, match="of the 40 frames its container states decode"):
+        probe(cut)
+    _one_error(CliRunner().invoke(app, _run_args(tiny)), f"{cut}: only")
+
+
+def test_a_job_that_decodes_fewer_frames_than_planned_stops(tiny: dict[str, Path]) -> None:
+    """The run checks lengths first; a video damaged afterwards must not give a short job."""
+    from reenactbench.data.dataset import load_dataset
+    from reenactbench.job import run_job
+    from reenactbench.methods import load_method
+    from reenactbench.metrics import resolve_metrics
+    from reenactbench.metrics.base import MetricContext
+    from reenactbench.protocol import Pair
+    from reenactbench.scoring import JobScorer, build_evaluators
+
+    videos = load_dataset(tiny["data"]).by_name()
+    scorer = JobScorer(build_evaluators(resolve_metrics(["l1"]), MetricContext()))
+    pair = Pair("a_000", "a_000", 0)
+    args = (load_method("static"), pair, videos, 32)
+    assert run_job(*args, 3, scorer, 8).n_frames == 3
+    with pytest.raises(InputError, match="a_000: decoded 3 of the 4 frames the run planned"):
+        run_job(*args, 4, scorer, 8)
+
+
+def test_a_rerun_leaves_tracked_files_unchanged(tiny: dict[str, Path]) -> None:
+    """`make demo` dirtied a clean clone: run.json held the data path, timings, the
+    commit and dates. Those go to history.jsonl (one line per command, not tracked)."""
+    import json
+
+    assert CliRunner().invoke(app, _run_args(tiny)).exit_code == 0
+    out = tiny["out"]
+    tracked = ["run.json", "summary.csv", "per_video.csv", "pairs.csv", "tables/table1_same_id.md"]
+    first = {name: (out / name).read_bytes() for name in tracked}
+    assert str(tiny["data"].parent) not in first["run.json"].decode()  # no absolute paths
+    assert CliRunner().invoke(app, _run_args(tiny, "--batch-size", "1")).exit_code == 0
+    assert {name: (out / name).read_bytes() for name in tracked} == first
+    lines = [json.loads(ln) for ln in (out / "history.jsonl").read_text().splitlines()]
+    assert [h["batch_size"] for h in lines] == [8, 1]
+    assert lines[0]["data"] == str(tiny["data"].resolve()) and lines[0]["timings"]["static"]
+
+
+def _in_the_way(tiny: dict[str, Path]) -> Path:
+    blocker = tiny["data"].parent / "afile"
+    blocker.write_text("not a folder")
+    return blocker
+
+
+@pytest.mark.parametrize("command", ["run", "reenact", "prepare", "report"])
+def test_unwritable_output_is_one_line(
+    tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """`--out` under a file or on a read-only file system gave tracebacks."""
+    import errno
+
+    blocker = _in_the_way(tiny)
+    src, drv = str(tiny["data"] / "a_000"), str(tiny["data"] / "b_000")
+    args = {
+        "run": _run_args({**tiny, "out": blocker / "run"}),
+        "reenact": ["reenact", "--method", "static", "--source", src, "--driving", drv,
+                    "--out", str(blocker / "x")],
+        "prepare": ["prepare", "hdtf", "--raw", str(tiny["data"]), "--out", str(blocker)],
+        "report": ["report", str(tiny["out"])],
+    }[command]  # fmt: skip
+    if command == "report":
+        assert CliRunner().invoke(app, _run_args(tiny)).exit_code == 0
+        summary = (tiny["out"] / "summary.csv").read_bytes()
+        (tiny["out"] / "tables").rename(tiny["out"] / "old")
+        (tiny["out"] / "tables").write_text("in the way")
+    _one_error(CliRunner().invoke(app, args), "a file is in the way")
+    if command == "report":
+        assert (tiny["out"] / "summary.csv").read_bytes() == summary  # finished work kept
+        (tiny["out"] / "tables").unlink()
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", str(tiny["out"]))
+
+    monkeypatch.setattr("tempfile.mkstemp", read_only)
+    monkeypatch.setattr("pathlib.Path.mkdir", read_only)
+    if command != "report":
+        args = [str(tiny["out"]) if a.startswith(str(blocker)) else a for a in args]
+    _one_error(CliRunner().invoke(app, args), "the file system is read-only")
+
+
+def test_an_empty_frame_folder_is_named(tiny: dict[str, Path]) -> None:
+    """An empty real/b_000 gave "no videos found", or dropped b_000 from the scores."""
+    (tiny["data"] / "c_000").mkdir()
+    args = ["score", "--fake", str(tiny["data"]), "--real", str(tiny["data"]), "--metrics", "l1"]
+    _one_error(CliRunner().invoke(app, args), f"{tiny['data'] / 'c_000'}: no frames")
+
+
+def test_a_source_a_method_refuses_is_named(
+    tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """landmark-warp on a source without a face said only "source frame has no
+    detectable face": which file, which job?"""
+    _plugin(tiny, monkeypatch, "faceless", (
+        "from reenactbench.errors import InputError\n"
+        "class Faceless:\n"
+        "    name = 'faceless'\n"
+        "    resolution = 32\n"
+        "    weights = ()\n"
+        "    def __init__(self, device='cpu', weights=None): pass\n"
+        "    def reenact(self, source, driving):\n"
+        "        raise InputError('source frame has no detectable face')\n"
+        "        yield source\n"
+    ))  # fmt: skip
+    args = [*_run_args(tiny), "-m", "faceless:Faceless"]
+    result = CliRunner().invoke(app, args)
+    _one_error(result, f"{tiny['data'] / 'a_000'}: frame 0: method 'faceless' cannot use it")
+    assert "job a_000__a_000_f000000): source frame has no detectable face" in result.stderr
+    assert (tiny["out"] / "cache" / "static").is_dir()  # the finished jobs stay
+
+
+@pytest.mark.parametrize("name", ["lpips-alex", "fid-inception"])
+def test_random_bytes_as_a_weight_are_one_line(tiny: dict[str, Path], name: str) -> None:
+    junk = tiny["data"].parent / "junk.pt"
+    junk.write_bytes(os.urandom(50_000))
+    metric = {"lpips-alex": "lpips", "fid-inception": "fid"}[name]
+    args = ["score", "--fake", str(tiny["data"]), "--real", str(tiny["data"]), "--metrics", metric,
+            "--weights", f"{name}={junk}"]  # fmt: skip
+    _one_error(CliRunner().invoke(app, args), f"{junk}: cannot be read as a {name} weight")
+
+
+def test_the_package_builds_without_warnings(tmp_path: Path) -> None:
+    """setuptools warned at install (a TOML licence table; configs/ outside `packages`);
+    the wheel must hold every data file the code reads."""
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1]
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), str(root)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "always"},
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr
+    assert "Warning" not in build.stdout + build.stderr, build.stdout + build.stderr
+    (wheel,) = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for data in ("reenactbench/baselines/hybrid/configs/tiny.toml",
+                 "reenactbench/protocols/demo_same_id.toml",
+                 "reenactbench/paper_results/table1_same_id.csv"):  # fmt: skip
+        assert data in names
+
+
+def test_no_stray_warnings_from_our_code() -> None:
+    """numpy's "Mean of empty slice" (a correlation over a video without faces) and
+    torch's "non-writable array" (frames resized by PIL) were printed to users."""
+    import warnings
+
+    import numpy as np
+
+    from reenactbench.metrics.base import pearson_over_time
+    from reenactbench.video import resize
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        no_face = np.full((4, 3), np.nan)
+        r, excluded = pearson_over_time(no_face, no_face)
+        assert np.isnan(r) and excluded == 3
+        small = resize(np.zeros((16, 16, 3), np.uint8), 8)
+        assert small.flags.writeable
+        torch.from_numpy(small)

@@ -99,7 +99,8 @@ def test_demo_protocols_end_to_end(demo_data: Path, tmp_path: Path) -> None:
         pairs = list(csv.DictReader(f))
     assert all(p["source"].split("_")[0] != p["driving"].split("_")[0] for p in pairs)
     run = json.loads((cross / "run.json").read_text())
-    assert run["finished"] and run["protocol"]["kind"] == "cross-id"
+    assert run["protocol"]["kind"] == "cross-id"
+    assert json.loads((cross / "history.jsonl").read_text())["finished"]
 
 
 def test_resume_after_losing_results_recomputes_only_missing(

@@ -59,9 +59,11 @@ def test_same_id_values_match_direct_computation(data: Path, tmp_path: Path) -> 
     direct = psnr(np.repeat(sources[i][None], 5, axis=0), frames[i])
     assert got["b_000"] == pytest.approx(np.mean(direct), rel=1e-12)
     run = json.loads((out / "run.json").read_text())
-    assert run["methods"] == ["static", "oracle"] and run["finished"]
+    assert run["methods"] == ["static", "oracle"]
     assert run["setup"]["resize"] == "pil-bicubic-antialias"
-    assert set(run["timings"]) == {"static", "oracle"}
+    (history,) = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert history["finished"] and set(history["timings"]) == {"static", "oracle"}
+    assert history["data"] == str(data.resolve())
 
 
 def test_batch_size_does_not_change_numbers(data: Path, tmp_path: Path) -> None:

@@ -182,10 +182,12 @@ def test_list_videos_ignores_other_and_hidden_files(tmp_path: Path) -> None:
     (tmp_path / ".hidden.mp4").write_bytes((tmp_path / "b.mp4").read_bytes())
     (tmp_path / "notes.txt").write_text("not a video")
     (tmp_path / "c.npy").write_bytes(b"\x00" * 10)
-    (tmp_path / "empty_dir").mkdir()
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "readme.md").write_text("x")
     assert list_videos(tmp_path) == [tmp_path / "a", tmp_path / "b.mp4"]
+    (tmp_path / "empty_dir").mkdir()  # a video whose frames were never written
+    with pytest.raises(InputError, match="empty_dir: no frames"):
+        list_videos(tmp_path)
 
 
 def test_list_videos_bad_folders(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reenactbench.errors import InputError
-from reenactbench.video import list_videos
+from reenactbench.video import frame_files, list_videos
 
 __all__ = ["VideoRecord", "Dataset", "identity_of", "load_dataset"]
 
@@ -94,8 +94,22 @@ def _prepared(root: Path, resolution: int) -> Dataset:
         path = folder / row["video"]
         if not path.is_dir():
             raise InputError(f"{path}: listed in {manifest.name} but missing; re-run prepare")
+        _check_count(path, row.get("n_frames"), manifest)
         videos.append(VideoRecord(row["video"], row["identity"], path))
     return Dataset(root, resolution, tuple(sorted(videos, key=lambda v: v.name)))
+
+
+def _check_count(path: Path, listed: str | None, manifest: Path) -> None:
+    """The frame folder holds the frames the manifest lists (frames deleted or added
+    after ``prepare`` would silently change what is scored)."""
+    if not listed:
+        return
+    have = len(frame_files(path))
+    if str(have) != listed.strip():
+        raise InputError(
+            f"{path}: holds {have} frames, {manifest.name} lists {listed.strip()}; frames "
+            "were deleted or added after prepare: restore them or re-run prepare"
+        )
 
 
 def load_dataset(root: Path, resolution: int = 256) -> Dataset:

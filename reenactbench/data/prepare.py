@@ -34,7 +34,16 @@ import numpy as np
 
 from reenactbench.data.dataset import identity_of
 from reenactbench.errors import InputError
-from reenactbench.video import iter_frames, list_videos, probe, resize, write_png_folder
+from reenactbench.video import (
+    check_decoded,
+    frame_files,
+    frame_gaps,
+    iter_frames,
+    list_videos,
+    probe,
+    resize,
+    write_png_folder,
+)
 
 __all__ = [
     "DEFAULT_MARGIN",
@@ -80,11 +89,12 @@ class ClipResult:
 @dataclass
 class PrepareResult:
     """What ``prepare_videos`` did: the manifest, videos prepared in this call or found
-    complete, and videos skipped with the reason."""
+    complete, videos skipped with the reason, and warnings about prepared ones."""
 
     manifest: Path
     prepared: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    warnings: dict[str, str] = field(default_factory=dict)
 
 
 def check_resolutions(resolutions: Iterable[int]) -> tuple[int, ...]:
@@ -386,11 +396,12 @@ def prepare_videos(
             result.prepared.append(name)
         else:
             try:
-                fps = probe(path).fps
+                info = probe(path)  # a truncated file with a stated duration fails here
                 box, _ = find_crop_box(
                     iter_frames(path, max_frames=max_frames), name, margin, detect_every
                 )
                 n = write_crops(iter_frames(path, max_frames=max_frames), box, out_dir, name, res)
+                check_decoded(path, n, min(info.n_frames, max_frames))
             except InputError as e:
                 for r in res:  # drop a half-written clip
                     shutil.rmtree(out_dir / str(r) / name, ignore_errors=True)
@@ -402,11 +413,14 @@ def prepare_videos(
                     "video": name,
                     "identity": identity,
                     "n_frames": n,
-                    "fps": f"{fps:.6g}",
+                    "fps": f"{info.fps:.6g}",
                     "source": path.name,
                     "box": format_box(box),
                 }
                 result.prepared.append(name)
+                gaps = frame_gaps(frame_files(path)) if path.is_dir() else None
+                if gaps:
+                    result.warnings[name] = f"{path}: {gaps} (prepared frames are renumbered)"
             write_manifest(manifest, rows.values())
             _atomic_csv(out_dir / "skipped.csv", _SKIPPED_COLUMNS, skipped_rows)
         if on_progress is not None:

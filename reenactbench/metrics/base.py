@@ -131,10 +131,12 @@ def pearson_over_time(fake: np.ndarray, real: np.ndarray) -> tuple[float, int]:
     fake, real = fake[ok], real[ok]
     rs: list[float] = []
     excluded = 0
+    if len(fake) < 2:  # r is undefined in every dimension (no or one usable frame)
+        return float("nan"), fake.shape[1]
     for d in range(fake.shape[1]):
         a, b = fake[:, d] - fake[:, d].mean(), real[:, d] - real[:, d].mean()
         den = np.sqrt((a * a).sum() * (b * b).sum())
-        if len(a) < 2 or den <= 1e-12 * max(1.0, float(np.abs(fake[:, d]).max(initial=0.0))):
+        if den <= 1e-12 * max(1.0, float(np.abs(fake[:, d]).max(initial=0.0))):
             excluded += 1
             continue
         rs.append(float((a * b).sum() / den))

@@ -64,12 +64,30 @@ class RunInfo:
         kind: ``"same-id"``, ``"cross-id"`` or ``"robustness"``.
         methods: method names in the order run.
         metrics: requested metric keys in the order requested.
+        caption: table caption lines from what the run recorded (:func:`caption_lines`).
     """
 
     protocol: str
     kind: str
     methods: tuple[str, ...]
     metrics: tuple[str, ...]
+    caption: tuple[str, ...] = ()
+
+
+def caption_lines(run: dict) -> tuple[str, ...]:
+    """What a run did that changes what its numbers mean, one line each (under every
+    table): short videos used whole (protocol ``allow_short``)."""
+    lines = []
+    short = run.get("short_videos") or {}
+    if short:
+        frames = run.get("setup", {}).get("frames", "?")
+        named = [f"{v} ({n})" for v, n in short.items()]
+        more = f" and {len(named) - 5} more" if len(named) > 5 else ""
+        lines.append(
+            f"{len(short)} video(s) have fewer than {frames} frames and are used whole: "
+            f"{', '.join(named[:5])}{more}."
+        )
+    return tuple(lines)
 
 
 def _not_a_run(run_dir: Path, missing: str) -> InputError:
@@ -94,6 +112,7 @@ def read_run(run_dir: Path) -> RunInfo:
             kind=str(run["protocol"]["kind"]),
             methods=tuple(run["methods"]),
             metrics=tuple(run["metrics"]),
+            caption=caption_lines(run),
         )
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise InputError(
@@ -211,7 +230,9 @@ def write_report(
     measured = load_summary(run_dir / "summary.csv")
     extra = [m for m, _ in measured if m not in info.methods]
     methods = [*info.methods, *dict.fromkeys(extra)]
-    table = build_table(info.kind, info.protocol, methods, info.metrics, measured, paper)
+    table = build_table(
+        info.kind, info.protocol, methods, info.metrics, measured, paper, info.caption
+    )
     written = []
     for fmt in wanted:
         suffix, render = FORMATS[fmt]

@@ -104,12 +104,15 @@ class Table:
         protocol: protocol name (e.g. ``"hdtf_same_id"``).
         metrics: column keys in the paper's order.
         rows: measured rows (each followed by its paper row if any), then paper-only rows.
+        caption: lines printed under the title: what the run did that changes what the
+            numbers mean (e.g. short videos used whole).
     """
 
     kind: str
     protocol: str
     metrics: tuple[str, ...]
     rows: tuple[Row, ...]
+    caption: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -130,6 +133,7 @@ def build_table(
     metrics: Sequence[str],
     measured: Mapping[tuple[str, str], Entry],
     paper: bool = False,
+    caption: Sequence[str] = (),
 ) -> Table:
     """Arrange measured (and optionally the paper's) numbers in the paper's layout.
 
@@ -141,6 +145,7 @@ def build_table(
         measured: (method, metric) -> entry, in reenactbench's units.
         paper: add the paper's numbers: a ``"<label> (paper)"`` row under each measured
             method the paper reports, then the paper's other methods.
+        caption: lines printed under the title (:attr:`Table.caption`).
 
     Returns:
         The table.
@@ -162,7 +167,7 @@ def build_table(
         for m, cells in reported.items()
         if m not in methods
     ]
-    return Table(kind, protocol, columns, tuple(rows))
+    return Table(kind, protocol, columns, tuple(rows), tuple(caption))
 
 
 def _paper_row(
@@ -300,7 +305,10 @@ def render_markdown(table: Table) -> str:
     def line(cells: Sequence[str]) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
-    out = [f"**{_title(table)}**", "", line(_header_md(table))]
+    out = [f"**{_title(table)}**", ""]
+    if table.caption:
+        out += [f"{text}  " for text in table.caption] + [""]
+    out.append(line(_header_md(table)))
     out.append("|" + "---|" + "---:|" * len(table.metrics))
     in_paper = False
     for row in table.rows:
@@ -350,7 +358,7 @@ def render_latex(table: Table) -> str:
     out = [
         r"\begin{table}[t]",
         r"\centering",
-        rf"\caption{{{_tex(_title(table))}}}",
+        rf"\caption{{{_tex(' '.join([_title(table) + '.', *table.caption]))}}}",
         rf"\label{{tab:{table.name}}}",
         rf"\begin{{tabular}}{{l{'r' * len(table.metrics)}}}",
         r"\toprule",
