@@ -1,17 +1,21 @@
 """Throughput of the ``id`` metric per backend at 256x256, on seeded weights.
 
-No real ArcFace weights are available offline, so both networks carry seeded random
-weights of the official architecture (the cost does not depend on the values):
+No real ArcFace weights are available offline, so both ArcFace networks carry seeded
+random weights of the official architecture (the cost does not depend on the values):
 ``irse50``: pSp's IR-SE50 (``torch.manual_seed(0)`` default initialisation, saved as a
 state dict); ``insightface``: an IResNet-50 shaped like buffalo_l's ``w600k_r50``
 (arcface_torch ``iresnet50``, fp32), exported to ONNX with a dynamic batch axis.
+``dlib`` runs its real model (``dlib_face_recognition_resnet_model_v1.dat`` from the
+``[faces]`` extra; dlib's CPU build).
 
 Prints frames/s (one frame = one (fake, real) pair of a same-id job: dlib detection on
 both images, two embeddings) of the whole evaluator, and of its parts: dlib detection
-(+ 68 landmarks for insightface), the embedding network alone, and, for the insightface
-backend, insightface's own ``ArcFaceONNX.get_feat`` on the same aligned crops.
+(+ 68 landmarks for insightface, + 5-point shape and aligned chip for dlib), the
+embedding network alone, and, for the insightface backend, insightface's own
+``ArcFaceONNX.get_feat`` on the same aligned crops. For dlib, also one frame through
+the whole embedder (detection + alignment + descriptor).
 
-    python bench/identity.py --frames 32 --batch-size 16
+    python bench/identity.py --frames 32 --batch-size 16 [--backends dlib]
 """
 
 from __future__ import annotations
@@ -158,10 +162,32 @@ def bench_insightface(tmp: Path, frames: np.ndarray, batch: int) -> dict[str, fl
     }
 
 
+def bench_dlib(tmp: Path, frames: np.ndarray, batch: int) -> dict[str, float]:
+    from reenactbench.faces import detect_faces
+    from reenactbench.faces.dlib_descriptor import descriptors, face_chip
+
+    del tmp  # no weight file
+    ctx = MetricContext(batch_size=batch, options={"id_backend": "dlib"})
+    ev = get_metric("id").evaluator(ctx)
+    chips = [face_chip(f) for f in frames]
+    n = len(frames)
+    return {
+        "evaluator (pairs)": _rate(lambda: _job(ev, frames, batch), n),
+        "embedder (1 frame: all steps)": _rate(lambda: ev.embedder(frames), n),
+        "dlib detection": _rate(lambda: [detect_faces(f) for f in frames], n),
+        "detection + 5 points + chip": _rate(lambda: [face_chip(f) for f in frames], n),
+        "dlib descriptor (150x150 chip)": _rate(lambda: descriptors(chips), n),
+    }
+
+
+BENCHES = {"irse50": bench_irse50, "insightface": bench_insightface, "dlib": bench_dlib}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=32, help="frames per measurement")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--backends", nargs="+", choices=list(BENCHES), default=list(BENCHES))
     args = parser.parse_args()
     print(
         f"machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
@@ -169,8 +195,8 @@ def main() -> None:
     )
     frames = face_frames(args.frames)
     with tempfile.TemporaryDirectory() as tmp:
-        for backend, fn in (("irse50", bench_irse50), ("insightface", bench_insightface)):
-            for part, fps in fn(Path(tmp), frames, args.batch_size).items():
+        for backend in args.backends:
+            for part, fps in BENCHES[backend](Path(tmp), frames, args.batch_size).items():
                 print(f"id[{backend}] {part:32s} {fps:8.1f} frames/s")
 
 

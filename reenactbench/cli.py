@@ -270,19 +270,30 @@ def _check_device(device: str) -> str:
     return device
 
 
-def _check_metric_options(options: dict[str, str]) -> dict[str, str]:
-    """Backend names are usage, not a reason to skip a metric.
+def _check_metric_options(given: dict[str, str | None]) -> dict[str, str]:
+    """The options that are set (``None`` dropped); backend names are usage, not a
+    reason to skip a metric.
 
     Raises:
-        InputError: an unknown ``--id-backend`` or ``--temporal-backend``.
+        InputError: an unknown ``--id-backend``, ``--temporal-backend`` or protocol
+            ``fvd_clips`` / ``au_gaze_pooling``.
     """
-    from reenactbench.metrics import identity, temporal
+    from reenactbench.metrics import fvd, identity, temporal
+    from reenactbench.protocol import AU_GAZE_POOLINGS
 
-    for option, known in (("id_backend", identity.BACKENDS), ("temporal_backend",
-                          temporal.BACKENDS)):  # fmt: skip
-        if options.get(option, known[0]) not in known:
-            flag = "--" + option.replace("_", "-")
-            raise InputError(f"{flag} {options[option]}: use one of {', '.join(known)}")
+    options = {k: v for k, v in given.items() if v is not None}
+    known = {
+        "id_backend": identity.BACKENDS,
+        "temporal_backend": temporal.BACKENDS,
+        "fvd_clips": tuple(fvd.CLIP_PROTOCOLS),
+        "au_gaze_pooling": AU_GAZE_POOLINGS,
+    }
+    for option, values in known.items():
+        if option in options and options[option] not in values:
+            where = f"protocol field {option}"
+            if option.endswith("backend"):  # also a flag
+                where = f"--{option.replace('_', '-')} (or the protocol's {option})"
+            raise InputError(f"{where} {options[option]}: use one of {', '.join(values)}")
     return options
 
 
@@ -331,11 +342,20 @@ WeightsOpt = Annotated[
 ]
 SaveOpt = Annotated[bool, typer.Option(help="Keep generated frames as PNG in the cache.")]
 IdBackendOpt = Annotated[
-    str, typer.Option(help="ID loss backend: irse50 (pSp ArcFace) or insightface.")
+    str | None,
+    typer.Option(
+        help="ID loss backend: irse50 (pSp ArcFace), insightface (buffalo_l ArcFace) or "
+        "dlib (dlib's 128-d descriptor, no weight file, not ArcFace); run/robustness "
+        "default: the protocol's id_backend."
+    ),
 ]
 TemporalOpt = Annotated[
-    str,
-    typer.Option(help="AU/gaze/pose backend: landmarks (offline), openface (CSVs), pyfeat."),
+    str | None,
+    typer.Option(
+        help="AU/gaze/pose backend: landmarks (offline, eye-in-head gaze), mediapipe "
+        "(offline, camera-frame gaze), openface (CSVs), pyfeat; "
+        "run/robustness default: the protocol's temporal_backend."
+    ),
 ]
 OpenFaceOpt = Annotated[
     Path | None,
@@ -364,12 +384,14 @@ FramesKeyOpt = Annotated[
 
 
 def _metric_options(
-    id_backend: str, temporal_backend: str, openface_dir: Path | None
-) -> dict[str, str]:
-    options = {"id_backend": id_backend, "temporal_backend": temporal_backend}
-    if openface_dir is not None:
-        options["openface_dir"] = str(openface_dir)
-    return options
+    id_backend: str | None, temporal_backend: str | None, openface_dir: Path | None
+) -> dict[str, str | None]:
+    """The backend flags as given (``None``: the protocol's, for run and robustness)."""
+    return {
+        "id_backend": id_backend,
+        "temporal_backend": temporal_backend,
+        "openface_dir": None if openface_dir is None else str(openface_dir),
+    }
 
 
 def _run(
@@ -377,7 +399,7 @@ def _run(
     protocol: str | None,
     overrides: dict[str, int],
     weights: list[str] | None,
-    metric_options: dict[str, str],
+    metric_options: dict[str, str | None],
     **options: object,
 ) -> None:
     """Load the protocol, run it with ``RunOptions(**options)``, print the summary."""
@@ -401,9 +423,10 @@ def _run(
             if overrides:
                 proto = dataclasses.replace(proto, **overrides)
             _check_device(str(options["device"]))
-            _check_metric_options(metric_options)
+            _check_metric_options(proto.metric_options(metric_options))
+            overrides = {k: v for k, v in metric_options.items() if v is not None}
             opts = RunOptions(
-                weights=_parse_weights(weights), metric_options=metric_options, world=world,
+                weights=_parse_weights(weights), metric_options=overrides, world=world,
                 **options,  # type: ignore[arg-type]
             )  # fmt: skip
             with progress_bar() as bar:
@@ -450,8 +473,8 @@ def _protocol_command(default_protocol: str, table: str) -> Callable[..., None]:
         max_frames: MaxFramesOpt = None,
         weights: WeightsOpt = None,
         save_frames: SaveOpt = False,
-        id_backend: IdBackendOpt = "irse50",
-        temporal_backend: TemporalOpt = "landmarks",
+        id_backend: IdBackendOpt = None,
+        temporal_backend: TemporalOpt = None,
         openface_dir: OpenFaceOpt = None,
         bootstrap: BootstrapOpt = 0,
         method_option: RunMethodOptionOpt = None,
@@ -499,8 +522,8 @@ def robustness(
     max_frames: MaxFramesOpt = None,
     weights: WeightsOpt = None,
     save_frames: SaveOpt = False,
-    id_backend: IdBackendOpt = "irse50",
-    temporal_backend: TemporalOpt = "landmarks",
+    id_backend: IdBackendOpt = None,
+    temporal_backend: TemporalOpt = None,
     openface_dir: OpenFaceOpt = None,
     bootstrap: BootstrapOpt = 0,
     method_option: RunMethodOptionOpt = None,

@@ -30,7 +30,8 @@ __all__ = ["JobOutput", "run_job", "read_source"]
 @dataclass
 class JobOutput:
     """What a job produced: the evaluators' parts, the per-pixel mean L1 map ``(E, E)
-    float32`` over frames (mean over channels, 0..255) and the number of frames."""
+    float32`` over the scored frames (mean over channels, 0..255) and the number of
+    frames generated."""
 
     parts: dict[str, JobPart]
     heatmap: np.ndarray
@@ -87,6 +88,7 @@ def run_job(
     batch_size: int,
     frame_dir: Path | None = None,
     on_frame: Callable[[], None] | None = None,
+    score_source_frame: bool = False,
 ) -> JobOutput:
     """Run ``method`` on ``pair`` and score it.
 
@@ -97,6 +99,9 @@ def run_job(
         batch_size: frames per scoring batch.
         frame_dir: also write the generated frames there as PNG (lossless).
         on_frame: called after each generated frame (progress).
+        score_source_frame: also score the driving frame that is the source (same
+            video); by default frame metrics and FID leave it out (protocol field
+            ``score_source_frame``): it is the method's input, not a prediction.
 
     Raises:
         MethodError: the method broke the adapter contract (frame count, shape, dtype).
@@ -125,6 +130,8 @@ def run_job(
     source_eval = resize(source, eval_res)
     source_eval = source_eval.copy() if source_eval is source else source_eval
     scorer.begin(source_eval, (method.name, pair.key, pair.driving))
+    own_source = pair.source == pair.driving and not score_source_frame
+    leave_out = pair.source_frame if own_source else None
     heat = np.zeros((eval_res, eval_res), dtype=np.float64)
     fakes: list[np.ndarray] = []
     reals: list[np.ndarray] = []
@@ -134,7 +141,11 @@ def run_job(
         if fakes:
             fake, real = np.stack(fakes), np.stack(reals)
             scorer.add(fake, real)
-            heat[...] += np.abs(fake.astype(np.int16) - real).mean(axis=3).sum(axis=0)
+            per_frame = np.abs(fake.astype(np.int16) - real).mean(axis=3)
+            first = n - len(fake)
+            if leave_out is not None and first <= leave_out < n:
+                per_frame[leave_out - first] = 0.0  # the source frame: not a prediction
+            heat[...] += per_frame.sum(axis=0)
             if frame_dir is not None:
                 write_png_folder(fake, frame_dir, start=n - len(fake))
             fakes.clear()
@@ -158,4 +169,6 @@ def run_job(
     flush()
     if truth or n == 0:
         raise MethodError(f"method {method.name!r} yielded {n} frames for {n + len(truth)} driving")
-    return JobOutput(scorer.end(), (heat / n).astype(np.float32), n)
+    scored = n - (leave_out is not None and leave_out < n)
+    heatmap = (heat / max(scored, 1)).astype(np.float32)
+    return JobOutput(scorer.end(leave_out=leave_out), heatmap, n)

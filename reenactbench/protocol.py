@@ -35,6 +35,7 @@ __all__ = [
 KINDS = ("same-id", "cross-id", "robustness")
 SPLITS = ("all", "identity-holdout")
 SOURCE_SELECTIONS = ("fps-landmarks", "uniform")
+AU_GAZE_POOLINGS = ("groups", "series")
 
 
 @dataclass(frozen=True)
@@ -55,16 +56,36 @@ class Protocol:
     resolution: int = 256  #: evaluation resolution (every output and ground truth resized)
     pairing_seed: int = 0
     source_frame: int = 0  #: same-id / cross-id: index of the source frame
+    #: score the driving frame that is also the source (same video): an input, not a
+    #: prediction, so frame metrics and FID leave it out unless this is true
+    score_source_frame: bool = False
     drivers: int = 5  #: robustness: driving videos
     sources: int = 5  #: robustness: source frames per driving video
     source_selection: str = "fps-landmarks"  #: robustness: "fps-landmarks" | "uniform"
     metrics: tuple[str, ...] = ("l1", "psnr", "ssim")
     fvd_clip: int = 16
+    fvd_clips: str = "aligned-all"  #: FVD clip protocol (docs/metrics.md)
+    id_backend: str = "irse50"  #: `id` backend (the paper's ArcFace: irse50)
+    temporal_backend: str = "landmarks"  #: AU / gaze / pose backend (paper: openface)
+    #: rho_AU+GZ: "groups" (mean of rho_AU and rho_GZ) or "series" (mean of all 19 r)
+    au_gaze_pooling: str = "groups"
     path: str = ""  #: file it was read from
     sha256: str = field(default="", compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def metric_options(self, overrides: dict[str, str | None] | None = None) -> dict[str, str]:
+        """The metric backend options of this protocol, with the command line's
+        ``overrides`` (a ``None`` value keeps the protocol's)."""
+        options = {
+            "id_backend": self.id_backend,
+            "temporal_backend": self.temporal_backend,
+            "fvd_clips": self.fvd_clips,
+            "au_gaze_pooling": self.au_gaze_pooling,
+        }
+        options.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        return options
 
 
 @dataclass(frozen=True)
@@ -142,6 +163,11 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
     _check(proto.max_videos is None or proto.max_videos > 0, path, "max_videos must be > 0")
     _check(proto.source_frame >= 0, path, "source_frame must be >= 0")
     _check(proto.split_file != "", path, "split_file is empty; remove it or name a file")
+    _check(
+        proto.au_gaze_pooling in AU_GAZE_POOLINGS,
+        path,
+        f"au_gaze_pooling must be one of {', '.join(AU_GAZE_POOLINGS)}",
+    )
     return proto
 
 
@@ -151,8 +177,11 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "split": (str,), "split_seed": (int,), "test_fraction": (int, float),
     "split_file": (str,), "max_videos": (int,), "frames": (int,), "allow_short": (bool,),
     "resolution": (int,),
-    "pairing_seed": (int,), "source_frame": (int,), "drivers": (int,), "sources": (int,),
+    "pairing_seed": (int,), "source_frame": (int,), "score_source_frame": (bool,),
+    "drivers": (int,), "sources": (int,),
     "source_selection": (str,), "metrics": (list,), "fvd_clip": (int,),
+    "fvd_clips": (str,), "id_backend": (str,), "temporal_backend": (str,),
+    "au_gaze_pooling": (str,),
 }  # fmt: skip
 
 

@@ -112,7 +112,7 @@ def run_info(run: RunState, previous: dict[str, Any], configs: dict[str, Any]) -
         "methods": methods,
         "metrics": list(run.proto.metrics),
         "skipped_metrics": configs["skipped_metrics"],
-        "metric_options": dict(opts.metric_options),
+        "metric_options": run.proto.metric_options(dict(opts.metric_options)),
         "weights": {**previous.get("weights", {}), **configs["weights"]},
         "weight_flags": configs["weight_flags"],
         "configs": {

@@ -132,6 +132,7 @@ def _run_share(run: RunState, share: list[tuple[str, int]], progress: ProgressFn
         output = run_job(
             method, pair, run.videos, run.proto.resolution, run.lengths[pair.driving], scorer,
             run.opts.batch_size, frame_dir, on_frame=lambda name=name: tick(name),
+            score_source_frame=run.proto.score_source_frame,
         )  # fmt: skip
         seconds = time.perf_counter() - t0
         meta = _record_meta(run, name, pair, output.n_frames, seconds, frame_dir is not None)

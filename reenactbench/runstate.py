@@ -65,7 +65,9 @@ class RunOptions:
         weights: weight name -> file overrides passed to methods and metrics.
         method_options: method (as given in ``methods``, or its name) -> options.
         save_frames: also keep generated frames as PNG in the cache (lossless).
-        metric_options: metric backend options (``id_backend``, ``temporal_backend``,
+        metric_options: metric backend options that override the protocol's
+            (:meth:`~reenactbench.protocol.Protocol.metric_options`: ``id_backend``,
+            ``temporal_backend``, ``fvd_clips``, ``au_gaze_pooling``; and
             ``openface_dir``; docs/metrics.md).
         bootstrap: bootstrap resamples for 95 % intervals in summary.csv (0: off).
         dtype: network precision passed to methods that take a ``dtype`` option.
@@ -281,11 +283,12 @@ def make_configs(run: RunState) -> dict[str, Any]:
     """Configs of this command (every rank computes them from its own code and files;
     a rank that differs from rank 0 stops the run)."""
     opts = run.opts
+    options = run.proto.metric_options(dict(opts.metric_options))
     run.ctx = MetricContext(
         device=device_for_rank(opts.device, run.world),
         batch_size=opts.batch_size,
         weights=opts.weights,
-        options=opts.metric_options,
+        options=options,
         kind=run.proto.kind,
         fvd_clip=run.proto.fvd_clip,
     )
@@ -295,7 +298,7 @@ def make_configs(run: RunState) -> dict[str, Any]:
     shas: dict[str, dict[str, str]] = {}  # the methods' weight records
     mine = {
         "setup": setup_config(run.setup),
-        "metrics": metric_config(run.runnable, opts.metric_options, metric_weights),
+        "metrics": metric_config(run.runnable, options, metric_weights),
         "methods": {
             e.name: method_config(e.cls, e.options, _weights_sha(e.cls.weights, run, shas))
             for e in run.entries

@@ -25,6 +25,7 @@ from reenactbench.metrics.base import (
     merged_info,
     pooled_value,
 )
+from reenactbench.metrics.fvd import capped_jobs
 from reenactbench.video import RESIZE_MODE, iter_frames, list_videos, lossy_video
 from reenactbench.weights import weight_path, weight_record
 
@@ -105,8 +106,30 @@ class JobScorer:
         for ev in self.evaluators.values():
             ev.add(fake, real)
 
-    def end(self) -> dict[str, JobPart]:
-        return {key: ev.end() for key, ev in self.evaluators.items()}
+    def end(self, leave_out: int | None = None) -> dict[str, JobPart]:
+        """The job's parts; ``leave_out``: a frame index that metrics with one value or
+        row per frame (frame metrics, FID) drop, counted as ``source_frame_left_out``
+        (the driving frame that is the job's source, docs/metrics.md)."""
+        parts = {key: ev.end() for key, ev in self.evaluators.items()}
+        if leave_out is not None:
+            for key, part in parts.items():
+                if get_metric(key).frame_rows:
+                    parts[key] = _drop_frame(part, leave_out)
+        return parts
+
+
+def _drop_frame(part: JobPart, index: int) -> JobPart:
+    """``part`` without frame ``index`` (its value, or its fake and real rows)."""
+    rows = part.values if part.values is not None else part.fake
+    if rows is None or index >= len(rows):
+        return part
+    keep = np.arange(len(rows)) != index
+    return JobPart(
+        values=None if part.values is None else part.values[keep],
+        fake=None if part.fake is None else part.fake[keep],
+        real=None if part.real is None else part.real[keep],
+        info={**part.info, "source_frame_left_out": 1},
+    )
 
 
 def _video_names(folder: Path) -> dict[str, Path]:
@@ -210,7 +233,8 @@ def score_folders(
     values: dict[str, float] = {}
     backends: dict[str, dict[str, Any]] = {}
     for key, parts_ in by_metric.items():
-        values[key], info = pooled_value(get_metric(key).kind, parts_)
+        keep = capped_jobs(sorted(real), [p.info for p in parts_])  # FVD clip cap
+        values[key], info = pooled_value(get_metric(key).kind, [parts_[i] for i in keep])
         info.update(merged_info(parts_))
         if info:
             backends[key] = info

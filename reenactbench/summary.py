@@ -29,6 +29,7 @@ import numpy as np
 from reenactbench.cache import JobRecord
 from reenactbench.metrics import MetricSpec
 from reenactbench.metrics.base import JobPart, merged_info, pooled_value
+from reenactbench.metrics.fvd import capped_jobs
 
 __all__ = ["PER_VIDEO_COLUMNS", "SUMMARY_COLUMNS", "summarise"]
 
@@ -145,7 +146,10 @@ def summarise(
                 value, info = None, merged_info(parts)
             else:
                 if spec.kind == "distribution":  # one job's feature rows at a time
-                    value, info = pooled_value(spec.kind, (j.full_part(spec.key) for j in done))
+                    keep = capped_jobs([j.pair.key for j in done], [p.info for p in parts])
+                    value, info = pooled_value(
+                        spec.kind, (done[i].full_part(spec.key) for i in keep)
+                    )
                 else:
                     value, info = pooled_value(spec.kind, parts)
                 info = {**merged_info(parts), **info}

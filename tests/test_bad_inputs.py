@@ -177,8 +177,8 @@ def _one_error(result, text: str) -> None:
 @pytest.mark.parametrize(
     "extra, text",
     [
-        (["--id-backend", "arcface"], "--id-backend arcface: use one of irse50, insightface"),
-        (["--temporal-backend", "x"], "--temporal-backend x: use one of landmarks"),
+        (["--id-backend", "arcface"], "id_backend) arcface: use one of irse50, insightface"),
+        (["--temporal-backend", "x"], "temporal_backend) x: use one of landmarks"),
         (["--weights", "nope=f.pt"], "unknown weight 'nope'"),
         (["--weights", "i3d=/no/such.pt"], "/no/such.pt: no such file"),
         (["--device", "tpu"], "--device tpu: use cpu, cuda or cuda:N"),
@@ -673,8 +673,8 @@ def test_no_stray_warnings_from_our_code() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         no_face = np.full((4, 3), np.nan)
-        r, excluded = pearson_over_time(no_face, no_face)
-        assert np.isnan(r) and excluded == 3
+        r, excluded, frozen = pearson_over_time(no_face, no_face)
+        assert np.isnan(r) and excluded == 3 and frozen == 0
         small = resize(np.zeros((16, 16, 3), np.uint8), 8)
         assert small.flags.writeable
         torch.from_numpy(small)

@@ -1,5 +1,6 @@
-"""FID (design §5): our Inception against pytorch-fid on the same seeded weights, the
-Fréchet distance on closed-form cases, and the evaluator end to end.
+"""FID (design §5): our Inception (pytorch-fid's blocks, built offline) against
+pytorch-fid's ``InceptionV3([3])`` on the same seeded weights, the Fréchet distance on
+closed-form cases, and the evaluator end to end.
 
 The weight file is a seeded state dict in the layout of pytorch-fid's
 ``pt_inception-2015-12-05-6726825d.pth`` (plain dict, no ``num_batches_tracked``),
@@ -111,6 +112,23 @@ def test_features_match_pytorch_fid(ours, reference, face_frames) -> None:
     print(f"max |ours - pytorch-fid| = {np.abs(got - want).max():.3g} (relative {rel:.3g})")
     assert rel < 1e-4
     assert np.abs(want).max() > 1.0 and want.std() > 0.1  # features are not degenerate
+
+
+def test_built_offline_without_touching_pytorch_fid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No download, and pytorch-fid's ``fid_inception_v3`` is restored after the build
+    (else the reference above could be built from our network and parity be vacuous)."""
+    original = pfi.fid_inception_v3
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("download attempted")
+
+    monkeypatch.setattr(pfi, "load_state_dict_from_url", no_download)
+    net = FIDInception()
+    assert pfi.fid_inception_v3 is original
+    assert isinstance(net, pfi.InceptionV3) and "blocks" not in net.state_dict()
+    assert net.blocks[3][2] is net.Mixed_7c and isinstance(net.Mixed_7c, pfi.FIDInceptionE_2)
+    x = torch.rand(1, 3, 75, 75, dtype=torch.float64)
+    assert net.double().eval()(x).dtype == torch.float64  # .to() reaches the blocks
 
 
 def test_batch_size_invariance(ours, face_frames) -> None:

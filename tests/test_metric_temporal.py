@@ -103,15 +103,17 @@ def test_known_correlations_and_exclusions() -> None:
     dims = {"au_corr": 17, "gaze_corr": 2, "pose_corr": 3, "au_gaze_corr": 19}
     for key, part in parts.items():
         assert part.fake.shape == part.real.shape == (t_len, dims[key])
-        assert part.info == {"backend": "landmarks"}
+        groups = {"series_groups": [17, 2]} if key == "au_gaze_corr" else {}
+        assert part.info == {"backend": "landmarks", **groups}
     np.testing.assert_array_equal(parts["gaze_corr"].real, real[:, 17:19].astype(np.float32))
     assert job_value("temporal", parts["gaze_corr"]) == pytest.approx((0.6 - 1.0) / 2, abs=1e-6)
     assert pooled_value("temporal", [parts["pose_corr"]]) == (
         pytest.approx(1.0),
-        {"excluded_constant_series": 1},
+        {"excluded_constant_driving": 1},
     )
     assert job_value("temporal", parts["au_corr"]) == pytest.approx(1.0)
-    assert job_value("temporal", parts["au_gaze_corr"]) == pytest.approx((17 + 0.6 - 1) / 19)
+    # rho_AU+GZ: mean of rho_AU (1) and rho_GZ ((0.6 - 1) / 2), not of the 19 series
+    assert job_value("temporal", parts["au_gaze_corr"]) == pytest.approx((1 + (0.6 - 1) / 2) / 2)
     # Shared extraction: 2T distinct frames, each extracted once for the four metrics.
     assert stub.calls == 2 * t_len
 
@@ -124,7 +126,7 @@ def test_fake_is_negated_real_gives_minus_one() -> None:
     part = _run_job({"p": ev}, np.arange(n) + n, np.arange(n))["p"]
     assert pooled_value("temporal", [part]) == (
         pytest.approx(-1.0),
-        {"excluded_constant_series": 1},
+        {"excluded_constant_driving": 1},
     )
 
 
@@ -308,3 +310,21 @@ def test_pyfeat_backend_reports_why_not() -> None:
     for key in KEYS:
         reason = get_metric(key).why_not(ctx)
         assert reason and "py-feat" in reason
+
+
+def test_frozen_output_scores_zero_not_undefined() -> None:
+    """A generated series that does not move while the driving one does is r = 0 (it
+    used to be dropped, so a static method escaped the metric); a constant driving
+    series stays undefined (excluded)."""
+    from reenactbench.metrics.base import pearson_over_time
+
+    real, fake = _series()
+    frozen = fake.copy()
+    frozen[:, 19:21] = 3.0  # pitch and yaw frozen; roll: the driving roll is constant
+    assert pearson_over_time(frozen[:, 19:22], real[:, 19:22]) == (0.0, 1, 2)
+    ctx, _ = _stub_ctx(np.concatenate([real, frozen]))
+    part = _run_job({"p": build_temporal("pose_corr", ctx)}, np.arange(64) + 64, np.arange(64))
+    assert pooled_value("temporal", [part["p"]]) == (
+        0.0,
+        {"excluded_constant_driving": 1, "frozen_series_r0": 2},
+    )

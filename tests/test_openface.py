@@ -20,7 +20,12 @@ from reenactbench.faces.openface import (
     openface_fake_csv,
     read_openface_csv,
 )
-from reenactbench.metrics.base import MetricContext, pearson_over_time, pooled_value
+from reenactbench.metrics.base import (
+    MetricContext,
+    grouped_pearson,
+    pearson_over_time,
+    pooled_value,
+)
 from reenactbench.metrics.registry import get_metric
 
 KEYS = ("au_corr", "gaze_corr", "pose_corr", "au_gaze_corr")
@@ -91,9 +96,9 @@ def test_bad_csvs_name_the_file(openface_text: str, tmp_path: Path) -> None:
 def test_self_correlation_is_one(openface_csv: Path) -> None:
     t = read_openface_csv(openface_csv)
     # Six AUs are 0 throughout this clip (AU06, AU10, AU12, AU14, AU15, AU20): excluded.
-    assert pearson_over_time(t[:, AU_SLICE], t[:, AU_SLICE]) == (pytest.approx(1.0), 6)
-    assert pearson_over_time(t[:, GAZE_SLICE], t[:, GAZE_SLICE]) == (pytest.approx(1.0), 0)
-    assert pearson_over_time(t[:, POSE_SLICE], t[:, POSE_SLICE]) == (pytest.approx(1.0), 0)
+    assert pearson_over_time(t[:, AU_SLICE], t[:, AU_SLICE]) == (pytest.approx(1.0), 6, 0)
+    assert pearson_over_time(t[:, GAZE_SLICE], t[:, GAZE_SLICE]) == (pytest.approx(1.0), 0, 0)
+    assert pearson_over_time(t[:, POSE_SLICE], t[:, POSE_SLICE]) == (pytest.approx(1.0), 0, 0)
 
 
 def _openface_dir(tmp_path: Path, real: list[str], fake: list[str]) -> Path:
@@ -126,9 +131,10 @@ def test_openface_backend_uses_first_rows(openface_text: str, tmp_path: Path) ->
     for key in KEYS:
         part = _run(key, ctx, 40)
         assert part.fake.shape == part.real.shape == (40, dims[key])
-        assert part.info == {"backend": "openface"}
+        groups = {"series_groups": [17, 2]} if key == "au_gaze_corr" else {}
+        assert part.info == {"backend": "openface", **groups}
         cols = SLICES[key]
-        expect = pearson_over_time(t[::-1][:40, cols], t[:40, cols])
+        expect = grouped_pearson(t[::-1][:40, cols], t[:40, cols], groups.get("series_groups"))
         assert pooled_value("temporal", [part])[0] == pytest.approx(expect[0], abs=1e-6)
     # pinned: pose over the first 40 frames against the last 40 frames reversed
     part = _run("pose_corr", ctx, 40)
@@ -141,7 +147,8 @@ def test_openface_self_correlation_through_the_metric(openface_text: str, tmp_pa
     ctx = MetricContext(options={"temporal_backend": "openface", "openface_dir": str(root)})
     part = _run("au_gaze_corr", ctx, 100)
     value, info = pooled_value("temporal", [part])
-    assert value == pytest.approx(1.0) and info == {"excluded_constant_series": 6}
+    assert value == pytest.approx(1.0) and info == {"excluded_constant_driving": 6}
+    assert part.info["series_groups"] == [17, 2]
 
 
 def test_openface_errors(openface_text: str, tmp_path: Path) -> None:

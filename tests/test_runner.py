@@ -35,10 +35,11 @@ def test_same_id_values_match_direct_computation(data: Path, tmp_path: Path) -> 
         RunOptions(data=data, methods=["static", "oracle"], out=tmp_path / "run", batch_size=2),
     )
     summary = _summary(out)
-    # static: every frame compared with its video's first frame, both resized to 256
-    frames = [read_frames(data / n, max_frames=5, size=256) for n in NAMES]
+    # static: every frame compared with its video's first frame, both resized to 256;
+    # frame 0 is the source itself and is left out (protocol score_source_frame = false)
+    frames = [read_frames(data / n, max_frames=5, size=256)[1:] for n in NAMES]
     sources = [resize(read_frames(data / n, max_frames=1)[0], 256) for n in NAMES]
-    expected = [l1(np.repeat(s[None], 5, axis=0), f) for s, f in zip(sources, frames, strict=True)]
+    expected = [l1(np.repeat(s[None], 4, axis=0), f) for s, f in zip(sources, frames, strict=True)]
     assert float(summary["static", "l1"]["value"]) == pytest.approx(np.mean(expected), rel=1e-12)
     assert float(summary["static", "l1"]["std"]) == pytest.approx(
         np.std([e.mean() for e in expected], ddof=1), rel=1e-12
@@ -56,7 +57,7 @@ def test_same_id_values_match_direct_computation(data: Path, tmp_path: Path) -> 
     assert len(rows) == 6
     got = {r["video"]: float(r["value"]) for r in rows}
     i = NAMES.index("b_000")
-    direct = psnr(np.repeat(sources[i][None], 5, axis=0), frames[i])
+    direct = psnr(np.repeat(sources[i][None], 4, axis=0), frames[i])
     assert got["b_000"] == pytest.approx(np.mean(direct), rel=1e-12)
     run = json.loads((out / "run.json").read_text())
     assert run["methods"] == ["static", "oracle"]

@@ -26,6 +26,7 @@ __all__ = [
     "Face",
     "faces_unavailable",
     "landmark_model_path",
+    "model_file",
     "detect_faces",
     "face_landmarks",
     "detect_landmarks",
@@ -54,17 +55,23 @@ class Face:
         return max(0, x1 - x0) * max(0, y1 - y0)
 
 
-def landmark_model_path() -> Path | None:
-    """Path of ``shape_predictor_68_face_landmarks.dat`` in the installed
-    ``face_recognition_models`` package, or ``None`` when it is not installed."""
+def model_file(name: str) -> Path | None:
+    """``face_recognition_models/models/<name>`` of the installed package (found without
+    importing it: its ``__init__`` needs ``pkg_resources``), or ``None``."""
     try:
         spec = importlib.util.find_spec("face_recognition_models")
     except (ImportError, ValueError):
         return None
     if spec is None or not spec.submodule_search_locations:
         return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / _LANDMARK_MODEL
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / name
     return path if path.is_file() else None
+
+
+def landmark_model_path() -> Path | None:
+    """Path of ``shape_predictor_68_face_landmarks.dat``, or ``None`` when the
+    ``face_recognition_models`` package is not installed."""
+    return model_file(_LANDMARK_MODEL)
 
 
 @cache

@@ -29,7 +29,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from reenactbench.metrics.frechet import GaussianStats, frechet_distance, frechet_from_rows
+from reenactbench.metrics.frechet import (
+    COVARIANCE_DDOF,
+    GaussianStats,
+    frechet_distance,
+    frechet_from_rows,
+)
 
 __all__ = [
     "MetricContext",
@@ -38,6 +43,7 @@ __all__ = [
     "FrameFnEvaluator",
     "job_value",
     "pooled_value",
+    "grouped_pearson",
     "pearson_over_time",
     "merged_info",
 ]
@@ -115,32 +121,62 @@ class FrameFnEvaluator:
         return JobPart(values=values)
 
 
-def pearson_over_time(fake: np.ndarray, real: np.ndarray) -> tuple[float, int]:
+def pearson_over_time(fake: np.ndarray, real: np.ndarray) -> tuple[float, int, int]:
     """Mean over dimensions of the Pearson correlation over time.
 
     Args:
-        fake, real: ``(T, D)`` series; rows with a NaN in either are dropped first.
+        fake, real: ``(T, D)`` generated and driving series; rows with a NaN in either
+            are dropped first.
 
     Returns:
-        ``(mean r over usable dimensions, number of excluded dimensions)``; a dimension
-        is excluded when either series is constant (r undefined). NaN if none is usable.
+        ``(mean r, excluded, frozen)``. A dimension whose *driving* series is constant
+        has no motion to follow: r is undefined and it is excluded (counted). A
+        *generated* series that is constant while the driving one moves is a frozen
+        output: r = 0 (counted), so a method that does not move never escapes the
+        metric. NaN if no dimension is usable (fewer than 2 usable frames).
     """
     fake = np.asarray(fake, dtype=np.float64)
     real = np.asarray(real, dtype=np.float64)
     ok = ~(np.isnan(fake).any(axis=1) | np.isnan(real).any(axis=1))
     fake, real = fake[ok], real[ok]
-    rs: list[float] = []
-    excluded = 0
     if len(fake) < 2:  # r is undefined in every dimension (no or one usable frame)
-        return float("nan"), fake.shape[1]
+        return float("nan"), fake.shape[1], 0
+    rs: list[float] = []
+    excluded = frozen = 0
     for d in range(fake.shape[1]):
         a, b = fake[:, d] - fake[:, d].mean(), real[:, d] - real[:, d].mean()
-        den = np.sqrt((a * a).sum() * (b * b).sum())
-        if den <= 1e-12 * max(1.0, float(np.abs(fake[:, d]).max(initial=0.0))):
+        if _constant(b, real[:, d]):
             excluded += 1
-            continue
-        rs.append(float((a * b).sum() / den))
-    return (float(np.mean(rs)) if rs else float("nan")), excluded
+        elif _constant(a, fake[:, d]):
+            frozen += 1
+            rs.append(0.0)
+        else:
+            rs.append(float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum())))
+    return (float(np.mean(rs)) if rs else float("nan")), excluded, frozen
+
+
+def grouped_pearson(
+    fake: np.ndarray, real: np.ndarray, groups: list[int] | None = None
+) -> tuple[float, int, int]:
+    """:func:`pearson_over_time`, or with ``groups`` (sizes of consecutive column groups,
+    e.g. ``[17, 2]`` for AUs then gaze) the mean over groups of each group's mean r, so
+    every group weighs the same whatever its number of series (``au_gaze_corr``)."""
+    if not groups:
+        return pearson_over_time(fake, real)
+    rs, excluded, frozen, start = [], 0, 0, 0
+    for size in groups:
+        r, ex, fr = pearson_over_time(fake[:, start : start + size], real[:, start : start + size])
+        start += size
+        excluded, frozen = excluded + ex, frozen + fr
+        if not np.isnan(r):
+            rs.append(r)
+    return (float(np.mean(rs)) if rs else float("nan")), excluded, frozen
+
+
+def _constant(centred: np.ndarray, series: np.ndarray) -> bool:
+    """No variation beyond float rounding (relative to the series' magnitude)."""
+    scale = max(1.0, float(np.abs(series).max(initial=0.0)))
+    return float(np.sqrt((centred * centred).sum())) <= 1e-9 * scale
 
 
 def _stats(rows: np.ndarray) -> GaussianStats:
@@ -161,8 +197,8 @@ def job_value(kind: str, part: JobPart) -> float:
     if kind == "distribution":
         if min(len(part.fake), len(part.real)) < 2:  # e.g. one 16-frame FVD clip
             return float("nan")
-        return frechet_from_rows(part.fake, part.real)
-    return pearson_over_time(part.fake, part.real)[0]
+        return frechet_from_rows(part.fake, part.real, _ddof(part))
+    return grouped_pearson(part.fake, part.real, part.info.get("series_groups"))[0]
 
 
 def pooled_value(kind: str, parts: Iterable[JobPart]) -> tuple[float, dict[str, Any]]:
@@ -174,11 +210,16 @@ def pooled_value(kind: str, parts: Iterable[JobPart]) -> tuple[float, dict[str, 
         allv = np.concatenate([p.values for p in parts if p.values is not None])
         keep = ~np.isnan(allv)
         value = float(allv[keep].mean()) if keep.any() else float("nan")
-        excluded = int((~keep).sum())
-        return value, ({"excluded_frames": excluded} if excluded else {})
+        excluded, exact = int((~keep).sum()), int(np.isposinf(allv).sum())
+        info = {"excluded_frames": excluded} if excluded else {}
+        if exact:  # PSNR of a frame reproduced exactly: the mean is +inf (shown as ∞)
+            info["exact_frames"] = exact
+        return value, info
     if kind == "distribution":
         fake = real = None
+        ddof = 1
         for p in parts:
+            ddof = _ddof(p)
             assert p.fake is not None and p.real is not None
             if fake is None or real is None:
                 fake, real = (
@@ -188,19 +229,28 @@ def pooled_value(kind: str, parts: Iterable[JobPart]) -> tuple[float, dict[str, 
             fake.add(p.fake)
             real.add(p.real)
         assert fake is not None and real is not None
-        return frechet_distance(fake, real), {"n_fake": fake.n, "n_real": real.n}
-    values, excluded = [], 0
+        return frechet_distance(fake, real, ddof), {"n_fake": fake.n, "n_real": real.n}
+    values, excluded, frozen = [], 0, 0
     for p in parts:
         assert p.fake is not None and p.real is not None
-        r, ex = pearson_over_time(p.fake, p.real)
+        r, ex, fr = grouped_pearson(p.fake, p.real, p.info.get("series_groups"))
         excluded += ex
+        frozen += fr
         if not np.isnan(r):
             values.append(r)
     value = float(np.mean(values)) if values else float("nan")
-    info: dict[str, Any] = {"excluded_constant_series": excluded} if excluded else {}
+    info: dict[str, Any] = {"excluded_constant_driving": excluded} if excluded else {}
+    if frozen:
+        info["frozen_series_r0"] = frozen
     if len(values) < len(parts):
         info["excluded_videos"] = len(parts) - len(values)
     return value, info
+
+
+def _ddof(part: JobPart) -> int:
+    """The covariance convention a distribution part was made for (its ``info``
+    ``covariance``: FVD's clip protocol; default ddof=1, pytorch-fid's)."""
+    return COVARIANCE_DDOF[part.info.get("covariance", "ddof=1")]
 
 
 def merged_info(parts: list[JobPart]) -> dict[str, Any]:

@@ -101,9 +101,11 @@ class FIDEvaluator:
 
 
 def check(ctx: MetricContext) -> str | None:
-    """Why FID cannot run here (torch missing), or ``None``."""
-    if importlib.util.find_spec("torch") is None:
-        return "package torch missing (pip install torch)"
+    """Why FID cannot run here (a missing package), or ``None``."""
+    for pkg in ("torch", "torchvision", "pytorch_fid"):
+        if importlib.util.find_spec(pkg) is None:
+            dist = pkg.replace("_", "-")
+            return f"package {dist} missing (pip install torch torchvision pytorch-fid)"
     return None
 
 
@@ -126,6 +128,7 @@ register_metric(
         build=build,
         weights=("fid-inception",),
         check=check,
+        per_frame=True,  # one feature row per frame
     ),
     replace=True,
 )

@@ -1,10 +1,23 @@
-"""The ``id`` metric: 1 - cosine similarity of ArcFace embeddings (design §5).
+"""The ``id`` metric: 1 - cosine similarity of face-recognition embeddings (design §5).
 
 Per frame, ``id = 1 - cos(e(fake), e(ref))`` where ``ref`` is the ground-truth frame
 (same-id, robustness) or the job's source frame (cross-id, ``ctx.kind == "cross-id"``;
-embedded once per job in ``begin``). Lower is better; 0 = same embedding. A frame where
-no face is detected in the fake or in the reference image is excluded (value NaN) and
-counted in ``info["no_face"]``.
+embedded once per job in ``begin``). Lower is better; 0 = same embedding.
+
+Frames without a face (every backend; dlib's HOG detector decides):
+
+* The reference decides which frames are scored. A reference without a face (ground
+  truth, or the cross-id source, which then excludes every frame of the job) gives NaN:
+  the frame is excluded and counted in ``info["no_face_ref"]``.
+* A generated frame without a face whose reference has one scores **1.0**, the loss of
+  orthogonal embeddings ("no face = no identity"), and is counted in
+  ``info["no_face_fake"]``. A method that loses the face is maximally wrong about the
+  identity; excluding such frames would drop a method's worst frames from its own
+  average and reward failure.
+
+``info`` always holds ``backend``, ``no_face_fake`` and ``no_face_ref``; tables footnote
+the backend of every number (the backends' scales differ; only ``insightface`` with
+buffalo_l weights and ``irse50`` are ArcFace).
 
 Backends (``ctx.options["id_backend"]``, default ``"irse50"``):
 
@@ -13,13 +26,19 @@ Backends (``ctx.options["id_backend"]``, default ``"irse50"``):
   average pool to 112x112 (``IDLoss.extract_feats``). pSp applies it to FFHQ-aligned
   crops without any detector; our frames are FOMM-style 256x256 face crops, so the
   same fixed crop is used, and dlib's HOG detector on the whole frame only decides
-  whether the frame has a face (no face: excluded). Needs 256x256 frames.
+  whether the frame has a face (the rule above). Needs 256x256 frames.
 * ``insightface``: insightface's ArcFace R50 (weight ``arcface-r50``, buffalo_l
   ``w600k_r50.onnx``) through ``insightface.model_zoo.get_model`` (ArcFaceONNX; ONNX
   Runtime CPU, or CUDA when ``ctx.device`` is cuda and the CUDA provider is present).
   Alignment: dlib 68 landmarks of the largest face -> 5 points
   (:func:`reenactbench.faces.align.five_points`) -> ``face_align.norm_crop`` to 112x112;
   input RGB, ``(x - 127.5) / 127.5`` (the model's own mean/std as insightface reads them).
+* ``dlib``: dlib's ResNet face descriptor (``dlib_face_recognition_resnet_model_v1.dat``
+  from the ``[faces]`` extra; no weight file to bring), 128-d, on dlib's aligned chip:
+  largest HOG face -> 5-point shape predictor -> ``dlib.get_face_chip`` (size 150,
+  padding 0.25, dlib's defaults) (:mod:`reenactbench.faces.dlib_descriptor`). CPU only.
+  Not ArcFace: its numbers are not comparable with the paper's ID column (different
+  people are typically only 0.1-0.2 apart).
 """
 
 from __future__ import annotations
@@ -42,16 +61,21 @@ __all__ = [
     "id_distance",
     "IRSE50Embedder",
     "ArcFaceEmbedder",
+    "DlibEmbedder",
+    "NO_FACE_LOSS",
     "IdentityEvaluator",
+    "CachedEmbedder",
     "backend_of",
     "build_identity",
     "SPEC",
 ]
 
-BACKENDS = ("irse50", "insightface")
+BACKENDS = ("irse50", "insightface", "dlib")
 DEFAULT_BACKEND = "irse50"
-#: Backend -> weight registry name.
+#: Backend -> weight registry name (``dlib``'s model ships in the ``[faces]`` extra).
 WEIGHT_OF = {"irse50": "ir-se50", "insightface": "arcface-r50"}
+#: ID loss of a generated frame without a face whose reference has one (orthogonal).
+NO_FACE_LOSS = 1.0
 
 Embedder = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -216,12 +240,33 @@ class ArcFaceEmbedder:
         return out, found
 
 
+class DlibEmbedder:
+    """dlib's 128-d ResNet descriptors on dlib's 5-point aligned 150x150 chips
+    (:mod:`reenactbench.faces.dlib_descriptor`; CPU, no weight file)."""
+
+    backend = "dlib"
+
+    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, H, W, 3) uint8`` -> ``(embeddings (N, 128) float64, NaN rows where no
+        face; found (N,) bool)``."""
+        from reenactbench.faces.dlib_descriptor import descriptors, face_chip
+
+        frames = _check_frames(frames, "frames")
+        chips = [face_chip(f) for f in frames]
+        found = np.array([c is not None for c in chips], dtype=bool)
+        out = np.full((len(frames), 128), np.nan)
+        if found.any():
+            out[found] = descriptors([c for c in chips if c is not None])
+        return out, found
+
+
 class IdentityEvaluator:
-    """Streams one job of the ``id`` metric (see the module doc).
+    """Streams one job of the ``id`` metric (see the module doc for the no-face rule).
 
     Args:
-        embedder: an :class:`IRSE50Embedder` or :class:`ArcFaceEmbedder` (or any
-            ``frames -> (embeddings, found)`` callable with a ``backend`` attribute).
+        embedder: an :class:`IRSE50Embedder`, :class:`ArcFaceEmbedder` or
+            :class:`DlibEmbedder` (or any ``frames -> (embeddings, found)`` callable with
+            a ``backend`` attribute).
         cross_id: compare with the source frame instead of the ground truth.
     """
 
@@ -231,39 +276,61 @@ class IdentityEvaluator:
         self.backend = str(getattr(embedder, "backend", "custom"))
         self._values: list[np.ndarray] = []
         self._source: np.ndarray | None = None
+        self._source_found = False
+        self._no_face_fake = self._no_face_ref = 0
 
     def begin(self, source: np.ndarray) -> None:
         """``source``: ``(E, E, 3) uint8``; embedded now in cross-id."""
         self._values = []
         self._source = None
+        self._source_found = False
+        self._no_face_fake = self._no_face_ref = 0
         if self.cross_id:
-            emb, _ = self.embedder(_check_frames(np.asarray(source)[None], "source"))
-            self._source = emb[0]  # NaN row when the source has no face
+            emb, found = self.embedder(_check_frames(np.asarray(source)[None], "source"))
+            self._source, self._source_found = emb[0], bool(found[0])
+
+    def _score(self, fake: np.ndarray, ref_emb: np.ndarray) -> np.ndarray:
+        """Values of ``fake`` frames whose reference has a face (``ref_emb`` rows)."""
+        emb, found = self.embedder(fake)
+        values = np.full(len(fake), NO_FACE_LOSS)  # no face = no identity
+        if found.any():
+            values[found] = id_distance(emb[found], ref_emb[found])
+        self._no_face_fake += int((~found).sum())
+        return values
 
     def add(self, fake: np.ndarray, real: np.ndarray) -> None:
         """``fake``, ``real``: ``(B, E, E, 3) uint8`` RGB."""
         fake = _check_frames(fake, "fake frames")
         if self.cross_id:
             assert self._source is not None, "begin() was not called"
-            if np.isnan(self._source).any():  # faceless source: every frame is excluded
+            if not self._source_found:  # faceless source: every frame is excluded
                 self._values.append(np.full(len(fake), np.nan))
+                self._no_face_ref += len(fake)
                 return
-            emb, _ = self.embedder(fake)
-            ref = np.broadcast_to(self._source, emb.shape)
-        else:
-            real = _check_frames(real, "real frames")
-            if real.shape != fake.shape:
-                raise InputError(f"id: fake {fake.shape} and real {real.shape} frames differ")
-            both, _ = self.embedder(np.concatenate([fake, real]))
-            emb, ref = both[: len(fake)], both[len(fake) :]
-        self._values.append(id_distance(emb, ref))
+            self._values.append(
+                self._score(fake, np.broadcast_to(self._source, (len(fake), len(self._source))))
+            )
+            return
+        real = _check_frames(real, "real frames")
+        if real.shape != fake.shape:
+            raise InputError(f"id: fake {fake.shape} and real {real.shape} frames differ")
+        ref, ref_found = self.embedder(real)  # the reference decides which frames count
+        values = np.full(len(fake), np.nan)
+        if ref_found.any():
+            values[ref_found] = self._score(fake[ref_found], ref[ref_found])
+        self._no_face_ref += int((~ref_found).sum())
+        self._values.append(values)
 
     def end(self) -> JobPart:
-        """Per-frame values (NaN = no face in fake or reference) and ``info``:
-        ``{"backend": ..., "no_face": excluded frame count}``."""
+        """Per-frame values (NaN = no face in the reference; 1.0 = no face in the fake)
+        and ``info``: ``{"backend", "no_face_fake", "no_face_ref"}`` (frame counts)."""
         values = np.concatenate(self._values) if self._values else np.zeros(0)
-        no_face = int(np.isnan(values).sum())
-        return JobPart(values=values, info={"backend": self.backend, "no_face": no_face})
+        info = {
+            "backend": self.backend,
+            "no_face_fake": self._no_face_fake,
+            "no_face_ref": self._no_face_ref,
+        }
+        return JobPart(values=values, info=info)
 
 
 def backend_of(ctx: MetricContext) -> str:
@@ -280,6 +347,11 @@ def _check(ctx: MetricContext) -> str | None:
     backend = backend_of(ctx)
     if backend not in BACKENDS:
         return f"unknown id_backend {backend!r}; choose one of {', '.join(BACKENDS)}"
+    if backend == "dlib":
+        from reenactbench.faces.dlib_descriptor import descriptor_unavailable
+
+        reason = descriptor_unavailable()
+        return f"id (dlib backend) {reason}" if reason else None
     from reenactbench.faces import faces_unavailable
 
     reason = faces_unavailable()
@@ -292,6 +364,33 @@ def _check(ctx: MetricContext) -> str | None:
     return None
 
 
+class CachedEmbedder:
+    """An embedder whose results are kept per distinct frame (:class:`FrameCache`): the
+    driving frames recur for every method and every source of a run, and each is
+    embedded once. Same numbers as ``embedder``: rows are stored in float64."""
+
+    def __init__(self, embedder: Embedder, max_frames: int = 10_000) -> None:
+        from reenactbench.metrics.framecache import FrameCache
+
+        self.embedder = embedder
+        self.backend = str(getattr(embedder, "backend", "custom"))
+        self.cache = FrameCache(self._rows, max_frames=max_frames)
+
+    def _rows(self, frames: np.ndarray) -> np.ndarray:
+        emb, found = self.embedder(frames)
+        return np.column_stack([np.asarray(emb, np.float64), np.asarray(found, np.float64)])
+
+    def __call__(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = self.cache(frames)
+        return rows[:, :-1], rows[:, -1] > 0.5
+
+
+def _shared_embedder(ctx: MetricContext, key: str, make: Callable[[], Embedder]) -> Embedder:
+    if key not in ctx.shared:
+        ctx.shared[key] = CachedEmbedder(make())
+    return ctx.shared[key]
+
+
 def build_identity(ctx: MetricContext) -> IdentityEvaluator:
     """The ``id`` evaluator for ``ctx``; the network is loaded once per run and shared
     through ``ctx.shared`` (call ``why_not`` first: it reports bad options and missing
@@ -301,12 +400,17 @@ def build_identity(ctx: MetricContext) -> IdentityEvaluator:
     backend = backend_of(ctx)
     if backend not in BACKENDS:
         raise InputError(_check(ctx) or backend)
+    cross_id = ctx.kind == "cross-id"
+    if backend == "dlib":  # no weight file; dlib runs on the CPU
+        embedder = _shared_embedder(ctx, "id-embedder:dlib", DlibEmbedder)
+        return IdentityEvaluator(embedder, cross_id=cross_id)
     path = weight_path(WEIGHT_OF[backend], ctx.weights)
-    key = f"id-embedder:{backend}:{path}:{ctx.device}"
-    if key not in ctx.shared:
-        cls = IRSE50Embedder if backend == "irse50" else ArcFaceEmbedder
-        ctx.shared[key] = cls(path, ctx.device, ctx.batch_size)
-    return IdentityEvaluator(ctx.shared[key], cross_id=ctx.kind == "cross-id")
+    cls = IRSE50Embedder if backend == "irse50" else ArcFaceEmbedder
+    embedder = _shared_embedder(
+        ctx, f"id-embedder:{backend}:{path}:{ctx.device}",
+        lambda: cls(path, ctx.device, ctx.batch_size),
+    )  # fmt: skip
+    return IdentityEvaluator(embedder, cross_id=cross_id)
 
 
 SPEC = register_metric(

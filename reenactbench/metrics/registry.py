@@ -55,6 +55,9 @@ class MetricSpec:
         check: ``check(ctx) -> reason | None``: why it cannot run with these options
             (a missing package, backend or input folder), checked before building.
         unavailable: why this version cannot compute it at all, or ``None``.
+        per_frame: its job part holds one value or feature row per frame, in frame
+            order (frame metrics, FID), so a frame can be left out of it after the job
+            (the source frame, reenactbench/job.py).
     """
 
     key: str
@@ -67,6 +70,12 @@ class MetricSpec:
     weights: Callable[[MetricContext], tuple[str, ...]] | tuple[str, ...] = ()
     check: Callable[[MetricContext], str | None] | None = None
     unavailable: str | None = None
+    per_frame: bool | None = None  #: default: ``kind == "frame"``
+
+    @property
+    def frame_rows(self) -> bool:
+        """Whether the job part has one value or row per frame (:attr:`per_frame`)."""
+        return self.kind == "frame" if self.per_frame is None else self.per_frame
 
     @property
     def available(self) -> bool:

@@ -17,8 +17,13 @@ is recorded with every number (``info["backend"]``):
   CSV are used, T = the job's frame count. The runner names the job with
   ``set_job(method, job, video)`` before ``begin``.
 * ``landmarks``: offline, from dlib's 68 landmarks: head pose by PnP, gaze from a
-  dark-pupil approximation (``reenactbench.faces.attributes``). No AUs: ``au_corr`` and
-  ``au_gaze_corr`` are skipped with the reason.
+  dark-pupil approximation (``reenactbench.faces.attributes``). Its gaze is
+  **eye-in-head** (the pupil relative to the eye), not OpenFace's camera-frame gaze. No
+  AUs: ``au_corr`` and ``au_gaze_corr`` are skipped with the reason.
+* ``mediapipe``: offline, MediaPipe FaceMesh with irises
+  (``reenactbench.faces.mediapipe_attributes``): head pose from the mesh's 3D points,
+  **camera-frame** gaze like OpenFace's ``gaze_angle_x/y`` (OpenFace's eyeball model,
+  composed with the head rotation). No AUs (skipped, as for ``landmarks``).
 * ``pyfeat``: py-feat's ``Detector`` (needs its models from the HF hub; untested here).
 
 Frame-based backends share one extractor per run through ``ctx.shared``: each frame's
@@ -28,9 +33,6 @@ asks first, and reused for repeated frames (same driving video for several metho
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,7 @@ from reenactbench.faces.openface import (
     read_openface_csv,
 )
 from reenactbench.metrics.base import JobPart, MetricContext
+from reenactbench.metrics.framecache import FrameCache as AttributeCache
 from reenactbench.metrics.registry import MetricSpec, register_metric
 
 __all__ = [
@@ -62,7 +65,7 @@ __all__ = [
     "build_temporal",
 ]
 
-BACKENDS = ("landmarks", "openface", "pyfeat")
+BACKENDS = ("landmarks", "mediapipe", "openface", "pyfeat")
 DEFAULT_BACKEND = "landmarks"
 #: Columns of the 22 attribute columns (``ATTRIBUTE_NAMES``) each metric correlates.
 DIMENSIONS = {
@@ -92,6 +95,12 @@ def temporal_unavailable(key: str, ctx: MetricContext) -> str | None:
         if key == "pose_corr" and mean_face_unavailable():
             return mean_face_unavailable()
         return faces_unavailable()
+    if backend == "mediapipe":
+        from reenactbench.faces.mediapipe_attributes import mediapipe_unavailable
+
+        if key in ("au_corr", "au_gaze_corr"):
+            return f"{AU_REASON} (temporal_backend=mediapipe has no AUs)"
+        return mediapipe_unavailable()
     if backend == "openface":
         root = ctx.options.get("openface_dir")
         if not root:
@@ -104,51 +113,6 @@ def temporal_unavailable(key: str, ctx: MetricContext) -> str | None:
 
         return pyfeat_unavailable()
     return f"unknown temporal_backend {backend!r}; use one of {', '.join(BACKENDS)}"
-
-
-class AttributeCache:
-    """Per-frame attribute rows, computed once per distinct frame (keyed by a blake2b
-    digest of its bytes) and shared by the four metrics of one run.
-
-    Args:
-        extract: ``(B, H, W, 3) uint8 -> (B, 22) float64`` (``ATTRIBUTE_NAMES`` order).
-        max_frames: cached rows kept (oldest dropped first).
-    """
-
-    def __init__(
-        self, extract: Callable[[np.ndarray], np.ndarray], max_frames: int = 50_000
-    ) -> None:
-        self.extract = extract
-        self.max_frames = max_frames
-        self.rows: OrderedDict[bytes, np.ndarray] = OrderedDict()
-        self.computed = 0  # frames actually passed to ``extract``
-        self._last: tuple[np.ndarray, np.ndarray] | None = None
-
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
-        """``(B, H, W, 3) uint8`` RGB -> ``(B, 22) float64`` attribute rows."""
-        if self._last is not None and self._last[0] is frames:
-            return self._last[1]
-        keys = [
-            hashlib.blake2b(np.ascontiguousarray(f).data, digest_size=16).digest()
-            + repr(f.shape).encode()
-            for f in frames
-        ]
-        todo: dict[bytes, int] = {}  # distinct uncached frames -> first index
-        for i, k in enumerate(keys):
-            if k not in self.rows and k not in todo:
-                todo[k] = i
-        if todo:
-            new = np.asarray(self.extract(frames[list(todo.values())]), dtype=np.float64)
-            self.computed += len(todo)
-            for k, row in zip(todo, new, strict=True):
-                self.rows[k] = row
-        out = np.stack([self.rows[k] for k in keys]) if keys else np.zeros((0, 22))
-        for k in keys:
-            self.rows.move_to_end(k)
-        while len(self.rows) > self.max_frames:
-            self.rows.popitem(last=False)
-        self._last = (frames, out)
-        return out
 
 
 def _check_batch(fake: np.ndarray, real: np.ndarray) -> None:
@@ -171,7 +135,8 @@ def _part(fake: np.ndarray, real: np.ndarray, info: dict[str, Any]) -> JobPart:
 
 
 class FrameAttributeEvaluator:
-    """Series of one metric's columns from a frame-based backend (landmarks, pyfeat).
+    """Series of one metric's columns from a frame-based backend (landmarks, mediapipe,
+    pyfeat).
 
     Args:
         key: metric key (selects the columns, :data:`DIMENSIONS`).
@@ -183,6 +148,7 @@ class FrameAttributeEvaluator:
         self.cols = DIMENSIONS[key]
         self.cache = cache
         self.backend = backend
+        self.extra: dict[str, Any] = {}  #: more info facts (pooling)
         self._fake: list[np.ndarray] = []
         self._real: list[np.ndarray] = []
 
@@ -198,7 +164,7 @@ class FrameAttributeEvaluator:
         width = len(ATTRIBUTE_NAMES[self.cols])
         fake = np.concatenate(self._fake) if self._fake else np.zeros((0, width))
         real = np.concatenate(self._real) if self._real else np.zeros((0, width))
-        return _part(fake, real, {"backend": self.backend})
+        return _part(fake, real, {"backend": self.backend, **self.extra})
 
 
 class OpenFaceEvaluator:
@@ -214,6 +180,7 @@ class OpenFaceEvaluator:
 
     def __init__(self, key: str, root: Path, csv_cache: dict[Path, np.ndarray]) -> None:
         self.cols = DIMENSIONS[key]
+        self.extra: dict[str, Any] = {}  #: more info facts (pooling)
         self.root = Path(root)
         self.csv_cache = csv_cache
         self._job: tuple[str, str, str] | None = None
@@ -256,7 +223,7 @@ class OpenFaceEvaluator:
         self._job = None  # never reuse a stale job name
         fake = self._rows(openface_fake_csv(self.root, method, job))
         real = self._rows(openface_real_csv(self.root, video))
-        return _part(fake, real, {"backend": "openface"})
+        return _part(fake, real, {"backend": "openface", **self.extra})
 
 
 def _shared_cache(ctx: MetricContext, backend: str) -> AttributeCache:
@@ -266,6 +233,10 @@ def _shared_cache(ctx: MetricContext, backend: str) -> AttributeCache:
             from reenactbench.faces.attributes import PyFeatAttributes
 
             ctx.shared[name] = AttributeCache(PyFeatAttributes(ctx.device))
+        elif backend == "mediapipe":
+            from reenactbench.faces.mediapipe_attributes import MediaPipeAttributes
+
+            ctx.shared[name] = AttributeCache(MediaPipeAttributes())
         else:
             from reenactbench.faces.attributes import landmark_attributes
 
@@ -277,12 +248,27 @@ def build_temporal(key: str, ctx: MetricContext) -> FrameAttributeEvaluator | Op
     """The evaluator of metric ``key`` for ``ctx``'s backend (check it first with
     :func:`temporal_unavailable`)."""
     backend = temporal_backend(ctx)
+    evaluator: FrameAttributeEvaluator | OpenFaceEvaluator
     if backend == "openface":
         csvs = ctx.shared.setdefault("temporal.openface_csv", {})
-        return OpenFaceEvaluator(key, Path(ctx.options["openface_dir"]), csvs)
-    if backend not in BACKENDS:
+        evaluator = OpenFaceEvaluator(key, Path(ctx.options["openface_dir"]), csvs)
+    elif backend in BACKENDS:
+        evaluator = FrameAttributeEvaluator(key, _shared_cache(ctx, backend), backend)
+    else:
         raise InputError(f"unknown temporal_backend {backend!r}; use one of {', '.join(BACKENDS)}")
-    return FrameAttributeEvaluator(key, _shared_cache(ctx, backend), backend)
+    evaluator.extra = _pooling(key, ctx)
+    return evaluator
+
+
+def _pooling(key: str, ctx: MetricContext) -> dict[str, Any]:
+    """``au_gaze_corr`` with ``au_gaze_pooling = "groups"`` (default): the AU and gaze
+    series are two groups that weigh the same (``series_groups``, metrics/base.py)."""
+    pooling = str(ctx.options.get("au_gaze_pooling", "groups"))
+    if pooling not in ("groups", "series"):
+        raise InputError(f"au_gaze_pooling {pooling!r}: use groups or series")
+    if key != "au_gaze_corr" or pooling == "series":
+        return {}
+    return {"series_groups": [AU_SLICE.stop - AU_SLICE.start, GAZE_SLICE.stop - GAZE_SLICE.start]}
 
 
 def _register(key: str, label: str) -> None:

@@ -37,6 +37,7 @@ __all__ = [
     "RunInfo",
     "Table",
     "build_table",
+    "caption_lines",
     "format_value",
     "load_paper_table",
     "load_summary",
@@ -74,10 +75,54 @@ class RunInfo:
     caption: tuple[str, ...] = ()
 
 
+#: Metrics with one value or feature row per frame (the source frame rule applies).
+_PER_FRAME = {"l1", "psnr", "ssim", "lpips", "id", "fid"}
+_TEMPORAL = {"au_corr", "gaze_corr", "pose_corr", "au_gaze_corr"}
+_FVD_CLIPS = {
+    "aligned-all": "every non-overlapping clip, aligned between generated and ground truth",
+    "stylegan-v": "StyleGAN-V's protocol (one clip per video at a seeded offset, ddof 0)",
+}
+
+
 def caption_lines(run: dict) -> tuple[str, ...]:
     """What a run did that changes what its numbers mean, one line each (under every
-    table): short videos used whole (protocol ``allow_short``)."""
+    table): the conventions of its metrics (docs/metrics.md) and short videos used whole
+    (protocol ``allow_short``)."""
+    proto, metrics = run.get("protocol", {}), set(run.get("metrics", ()))
     lines = []
+    if proto.get("kind") != "cross-id" and metrics & _PER_FRAME:
+        if proto.get("score_source_frame"):
+            lines.append("The driving frame that is the source is scored (score_source_frame).")
+        else:
+            lines.append(
+                "Frame metrics and FID leave out the driving frame that is the source (an "
+                "input, not a prediction)."
+            )
+    if "psnr" in metrics:
+        lines.append("PSNR of a frame reproduced exactly is \u221e (counted), never ranked.")
+    if "id" in metrics:
+        lines.append(
+            "ID: a generated frame without a detected face scores 1 (no identity); frames "
+            "whose reference has no face are left out (both counted)."
+        )
+    if metrics & {"fvd", "fvd_mouth"}:
+        clips = proto.get("fvd_clips", "aligned-all")
+        lines.append(f"FVD clips: {_FVD_CLIPS.get(clips, clips)}.")
+    if metrics & _TEMPORAL:
+        lines.append(
+            "Correlations: a driving series that does not vary is left out; a generated "
+            "series that does not vary while the driving one does counts as r = 0."
+        )
+    if "au_gaze_corr" in metrics:
+        pooling = proto.get("au_gaze_pooling", "groups")
+        how = "the mean of rho_AU and rho_GZ" if pooling == "groups" else "the mean of 19 r"
+        lines.append(f"rho_AU+GZ is {how} (au_gaze_pooling = {pooling}).")
+    if proto.get("kind") == "robustness" and metrics & {"fid", "fvd", "fvd_mouth"}:
+        lines.append(
+            "FID and FVD here are per (source, driving) run, on few samples (e.g. 500 "
+            "frames for 2048-d features, 31 clips for 400-d): biased upwards by sample size; "
+            "compare methods only at equal frame counts."
+        )
     short = run.get("short_videos") or {}
     if short:
         frames = run.get("setup", {}).get("frames", "?")

@@ -188,19 +188,27 @@ def format_value(kind: str, metric: str, value: float, std: float | None = None)
         std: its std; printed only for robustness.
 
     Returns:
-        The formatted text.
+        The formatted text; an infinite value (PSNR of exact frames) prints ``∞``.
     """
+    if math.isinf(value):
+        return "\u221e" if value > 0 else "\u2212\u221e"
     if kind != "robustness":
-        return f"{value:.{DECIMALS.get(metric, _DEFAULT_DECIMALS)}f}"
+        return _fixed(value, DECIMALS.get(metric, _DEFAULT_DECIMALS))
     if metric in ROBUSTNESS_EXPONENTS:
         factor = 10.0 ** ROBUSTNESS_EXPONENTS[metric]
         digits = _SCALED_DECIMALS
     else:
         factor, digits = 1.0, DECIMALS.get(metric, _DEFAULT_DECIMALS)
-    text = f"{value / factor:.{digits}f}"
+    text = _fixed(value / factor, digits)
     if std is not None:
-        text += f" \u00b1 {std / factor:.{digits}f}"
+        text += f" \u00b1 {_fixed(std / factor, digits)}"
     return text
+
+
+def _fixed(x: float, digits: int) -> str:
+    """``x`` with ``digits`` decimals; a value that rounds to zero prints without a sign
+    (1 - cos of identical embeddings is -1e-16, not "-0.000")."""
+    return f"{x:.{digits}f}" if round(x, digits) != 0 else f"{0.0:.{digits}f}"
 
 
 def _scale_suffix(kind: str, metric: str, latex: bool) -> str:
@@ -222,7 +230,10 @@ def _best(table: Table, metric: str) -> float | None:
     values = [
         e.value
         for e in entries
-        if e.value is not None and not e.skipped and not e.note.startswith("partial")
+        if e.value is not None
+        and math.isfinite(e.value)  # an exact reproduction (PSNR ∞) is not a ranking
+        and not e.skipped
+        and not e.note.startswith("partial")
     ]
     if len(values) < 2:
         return None
@@ -330,6 +341,8 @@ _LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {
     "\u2013": "--",
     "\u00b1": r"$\pm$",
     "\u2014": "---",
+    "\u221e": r"$\infty$",
+    "\u2212": "$-$",
 }
 
 
