@@ -51,6 +51,7 @@ from reenactbench.runstate import (
     MethodEntry,
     RunOptions,
     RunState,
+    check_metric_packages,
     load_inputs,
     make_configs,
     resolve_methods,
@@ -236,6 +237,7 @@ def run_protocol(
     progress = on_progress or (lambda _s, _d, _t: None)
     entries = world.agree(lambda: resolve_methods(opts, say))
     assert entries is not None
+    world.agree(lambda: check_metric_packages(proto, opts))
     run = RunState(proto, opts, world, say, entries)
     started = now()
     load_inputs(run)

@@ -41,6 +41,7 @@ __all__ = [
     "RunState",
     "load_inputs",
     "check_lengths",
+    "check_metric_packages",
     "make_configs",
     "resolve_methods",
 ]
@@ -190,6 +191,19 @@ def resolve_methods(opts: RunOptions, say: MessageFn | None = None) -> list[Meth
             f"(methods: {', '.join(opts.methods)})"
         )
     return list(entries.values())
+
+
+def check_metric_packages(proto: Protocol, opts: RunOptions) -> None:
+    """Before any work: every backend the protocol (or a flag) names has its packages.
+
+    Raises:
+        InputError: a missing package, naming the extra to install.
+    """
+    ctx = MetricContext(options=proto.metric_options(dict(opts.metric_options)), kind=proto.kind)
+    for spec in resolve_metrics(list(proto.metrics)):
+        missing = spec.packages(ctx) if spec.packages is not None else None
+        if missing:
+            raise InputError(f"metric {spec.key}: {missing}")
 
 
 # ----------------------------------------------------------------- 2. inputs

@@ -47,11 +47,17 @@ def prepare_metrics(
         ``(runnable specs, skipped {key: reason}, weights {name: record})`` where a
         weight record is ``{"path", "sha256", "status": ok|unpinned|mismatch}``.
         Nothing heavy is loaded: build evaluators with :func:`build_evaluators`.
+
+    Raises:
+        InputError: a backend chosen by name lacks a package (names the extra).
     """
     runnable: list[MetricSpec] = []
     skipped: dict[str, str] = {}
     weights: dict[str, dict[str, str]] = {}
     for spec in specs:
+        missing = spec.packages(ctx) if spec.packages is not None else None
+        if missing:
+            raise InputError(f"metric {spec.key}: {missing}")
         reason = spec.why_not(ctx)
         if reason:
             skipped[spec.key] = reason

@@ -168,3 +168,40 @@ def test_a_value_that_rounds_to_zero_has_no_sign() -> None:
     assert format_value("same-id", "id", -1e-17) == "0.000"
     assert format_value("robustness", "id", -1e-17, 1e-18) == "0.0 \u00b1 0.0"
     assert format_value("same-id", "l1", -0.5) == "-0.50"
+
+
+@pytest.mark.parametrize(
+    "field, value, module, text",
+    [
+        ("temporal_backend", "mediapipe", "mediapipe", "pip install 'reenactbench[mediapipe]'"),
+        ("id_backend", "dlib", "dlib", "pip install 'reenactbench[faces]'"),
+    ],
+)
+def test_a_named_backend_without_its_package_is_a_usage_error(
+    tmp_path: Path, data: Path, monkeypatch: pytest.MonkeyPatch, field: str, value: str,
+    module: str, text: str,
+) -> None:  # fmt: skip
+    """Asked for by name, a backend whose package is missing stops the run (exit 2,
+    naming the extra) instead of quietly skipping the metric."""
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from reenactbench.cli import app
+    from reenactbench.faces import faces_unavailable
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a, **k: None if name == module else real(name)
+    )
+    faces_unavailable.cache_clear()
+    metric = "pose_corr" if field == "temporal_backend" else "id"
+    proto = write_protocol(tmp_path, "same-id", frames=2, metrics=[metric], **{field: value})
+    args = ["run", "same-id", "--data", str(data), "-m", "static", "--protocol", str(proto),
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    faces_unavailable.cache_clear()
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1, result.output
+    assert f"metric {metric}" in errors[0] and text in errors[0], errors
+    assert not (tmp_path / "out").exists()  # before any work

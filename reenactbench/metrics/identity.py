@@ -343,6 +343,27 @@ def _weights(ctx: MetricContext) -> tuple[str, ...]:
     return (name,) if name else ()
 
 
+def _packages(ctx: MetricContext) -> str | None:
+    """The chosen backend's missing package, naming the extra to install, or ``None``."""
+    backend = backend_of(ctx)
+    if backend not in BACKENDS:
+        return None  # an unknown name: reported by _check
+    from reenactbench.faces import faces_unavailable
+
+    if backend == "dlib":
+        from reenactbench.faces.dlib_descriptor import descriptor_unavailable
+
+        return descriptor_unavailable()
+    reason = faces_unavailable()  # dlib decides which frames have a face
+    if reason:
+        return f"id_backend={backend} {reason}"
+    if backend == "insightface" and not all(
+        importlib.util.find_spec(m) for m in ("insightface", "onnxruntime")
+    ):
+        return "id_backend=insightface needs: pip install 'reenactbench[insightface]'"
+    return None
+
+
 def _check(ctx: MetricContext) -> str | None:
     backend = backend_of(ctx)
     if backend not in BACKENDS:
@@ -423,6 +444,7 @@ SPEC = register_metric(
         build=build_identity,
         weights=_weights,
         check=_check,
+        packages=_packages,
     ),
     replace=True,
 )

@@ -58,6 +58,9 @@ class MetricSpec:
         per_frame: its job part holds one value or feature row per frame, in frame
             order (frame metrics, FID), so a frame can be left out of it after the job
             (the source frame, reenactbench/job.py).
+        packages: ``packages(ctx) -> reason | None``: a package the chosen backend
+            needs is not installed. A usage error (exit 2, naming the extra), not a
+            skip: the backend was asked for by name (protocol or flag).
     """
 
     key: str
@@ -71,6 +74,7 @@ class MetricSpec:
     check: Callable[[MetricContext], str | None] | None = None
     unavailable: str | None = None
     per_frame: bool | None = None  #: default: ``kind == "frame"``
+    packages: Callable[[MetricContext], str | None] | None = None
 
     @property
     def frame_rows(self) -> bool:

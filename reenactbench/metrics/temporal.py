@@ -58,6 +58,7 @@ __all__ = [
     "DIMENSIONS",
     "AU_REASON",
     "temporal_backend",
+    "temporal_packages",
     "temporal_unavailable",
     "AttributeCache",
     "FrameAttributeEvaluator",
@@ -81,6 +82,25 @@ _LAYOUT = "OPENFACE_DIR/real/<video>.csv and OPENFACE_DIR/fake/<method>/<job>.cs
 def temporal_backend(ctx: MetricContext) -> str:
     """The backend named by ``ctx.options["temporal_backend"]`` (default ``landmarks``)."""
     return str(ctx.options.get("temporal_backend", DEFAULT_BACKEND)).strip().lower()
+
+
+def temporal_packages(key: str, ctx: MetricContext) -> str | None:
+    """The chosen frame-based backend's missing package (naming the extra), or ``None``;
+    ``None`` too for an AU metric the backend cannot compute anyway (a skip)."""
+    backend = temporal_backend(ctx)
+    if key in ("au_corr", "au_gaze_corr") and backend in ("landmarks", "mediapipe"):
+        return None
+    if backend == "landmarks":
+        from reenactbench.faces import faces_unavailable
+        from reenactbench.faces.attributes import mean_face_unavailable
+
+        reason = faces_unavailable() or (key == "pose_corr" and mean_face_unavailable())
+        return f"temporal_backend=landmarks {reason}" if reason else None
+    if backend == "mediapipe":
+        from reenactbench.faces.mediapipe_attributes import mediapipe_unavailable
+
+        return mediapipe_unavailable()
+    return None
 
 
 def temporal_unavailable(key: str, ctx: MetricContext) -> str | None:
@@ -281,6 +301,7 @@ def _register(key: str, label: str) -> None:
             "temporal",
             build=lambda ctx: build_temporal(key, ctx),
             check=lambda ctx: temporal_unavailable(key, ctx),
+            packages=lambda ctx: temporal_packages(key, ctx),
         ),
         replace=True,
     )
