@@ -152,7 +152,11 @@ def test_the_protocol_names_the_backends_and_flags_override(tmp_path: Path, data
     run = json.loads((out / "run.json").read_text())
     assert run["metric_options"]["temporal_backend"] == "mediapipe"
     assert run["metric_options"]["id_backend"] == "dlib"
-    assert _info(read_summary(out)["static", "pose_corr"])["backend"] == "mediapipe"
+    pose = read_summary(out)["static", "pose_corr"]
+    assert _info(pose)["backend"] == "mediapipe"
+    # no face in any frame of these videos: the table says so, never a bare NaN
+    assert pose["value"] == "" or pose["note"].startswith("undefined"), pose
+    assert _info(pose)["excluded_videos"] == 2 and _info(pose)["nan_frames_real"] == 4
     args = ["run", "same-id", "--data", str(data), "-m", "static", "--protocol", str(proto),
             "--temporal-backend", "landmarks", "--out", str(tmp_path / "cli")]  # fmt: skip
     assert CliRunner().invoke(app, args).exit_code == 0
