@@ -161,8 +161,9 @@ WEIGHTS: dict[str, WeightSpec] = {
             None,
             None,
             "https://github.com/RenYurui/PIRender#pretrained-model",
-            "see the PIRender repository",
-            "torch pickle dict: net_G_ema, ...",
+            "CC BY-NC 4.0 (PIRender)",
+            "torch pickle dict: net_G, net_G_ema, opt_G, sch_G, current_epoch, "
+            "current_iteration (net_G_ema read, strict)",
             "pirenderer",
         ),
         WeightSpec(
@@ -170,10 +171,11 @@ WEIGHTS: dict[str, WeightSpec] = {
             "epoch_20.pth",
             None,
             None,
-            "https://github.com/sicxu/Deep3DFaceRecon_pytorch#inference-with-a-pre-trained-model",
-            "see Deep3DFaceRecon_pytorch (BFM terms apply)",
-            "torch pickle dict: net_recon",
-            "pirenderer, styleheat",
+            "https://github.com/sicxu/Deep3DFaceRecon_pytorch#inference-with-a-pre-trained-model"
+            " (the released model's epoch_20.pth, Google Drive link in that README section)",
+            "MIT (Deep3DFaceRecon_pytorch); extraction uses no Basel Face Model file",
+            "torch pickle dict: net_recon (ResNet-50 state dict, read), opt_00, sched_00",
+            "pirenderer, styleheat (reenactbench.faces.deep3d)",
         ),
         WeightSpec(
             "styleheat",

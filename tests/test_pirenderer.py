@@ -1,0 +1,282 @@
+"""PIRenderer: strict loading of the official checkpoint layout, the 73-d descriptor window
+(clamped at clip ends) and cross-id crop ratio, and parity with upstream's FaceGenerator on
+seeded weights and a real face.
+
+Regenerate the parity fixture (see tests/fixtures/README.md):
+``python -m tests.test_pirenderer --regenerate UPSTREAM_CHECKOUT DEPS`` where the checkout
+holds RenYurui/PIRender at 9e59f194f1a0eb32769a6f058ae55c124cd3d298 (``generators util
+config data``) and ``DEPS`` is a ``pip install --target`` folder with pyyaml and lmdb.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from reenactbench.baselines.pirenderer.descriptor import (
+    descriptor,
+    descriptors,
+    find_crop_norm_ratio,
+    window_index,
+)
+from reenactbench.baselines.pirenderer.model import (
+    FACE,
+    FaceGenerator,
+    load_pirenderer,
+    to_input,
+    to_uint8,
+)
+
+from reenactbench.errors import InputError
+
+FIXTURE = Path(__file__).parent / "fixtures" / "pirenderer_upstream_reference.npz"
+NUM_FRAMES = 40  # rows of the seeded driving clip
+SAME_IDX = (0, 1, 20, 38, 39)  # frames rendered same-id (both clip ends, window clamped)
+CROSS_IDX = (0, 39)  # frames rendered cross-id (crop scale normalised)
+SHORT = 5  # a clip shorter than the 27-frame window
+GRID = slice(1, None, 4)  # fixture pixels: rows/cols 1, 5, ..., 253 of the outputs
+
+
+def seeded_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
+    """``net_G_ema`` in upstream's layout; each tensor float32 from numpy PCG64 seeded with
+    ``(seed, crc32(key))``. Conv/linear weights N(0, 1/fan_in) (x2 before LeakyReLU
+    stacks), biases N(0, 0.01^2); ADAIN ``mlp_gamma``/``mlp_beta`` x0.3 so ``1 + gamma``
+    stays positive-ish; LayerNorm2d weight 1 + N(0, 0.1^2), bias N(0, 0.1^2); the flow head
+    x1.5 (flow std about 5 pixels at 256) and the final RGB conv x0.5 (tanh not saturated)."""
+    out = {}
+    for key, ref in FaceGenerator(**FACE).state_dict().items():
+        rng = np.random.default_rng((seed, zlib.crc32(key.encode())))
+        shape = tuple(ref.shape)
+        z = rng.standard_normal(shape).astype(np.float32)
+        if len(shape) == 3 and shape[1:] == (1, 1):  # LayerNorm2d
+            v = (1 + 0.1 * z) if key.endswith("weight") else 0.1 * z
+        elif len(shape) == 1:
+            v = 0.01 * z
+        else:
+            transposed = ".decoder.decoder" in key and (".conv_1." in key or ".conv_s." in key)
+            fan_in = np.prod(shape[2:]) * (shape[0] / 4 if transposed else shape[1])
+            v = z * np.float32((2 / fan_in) ** 0.5)
+            if "mlp_gamma" in key or "mlp_beta" in key:
+                v = v * 0.3
+            if key.startswith("warpping_net.flow_out"):
+                v = v * 1.5
+            if ".final." in key:
+                v = v * 0.5
+        out[key] = torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32))
+    return out
+
+
+def seeded_checkpoint(seed: int = 0) -> dict:
+    """Upstream's ``_save_checkpoint`` layout (``trainers/base.py``)."""
+    sd = seeded_state_dict(seed)
+    return {
+        "net_G": {k: v + 0.001 for k, v in sd.items()},
+        "net_G_ema": sd,
+        "opt_G": {"state": {}, "param_groups": []},
+        "sch_G": {"step_size": 300000, "gamma": 0.2, "last_epoch": 400000},
+        "current_epoch": 190,
+        "current_iteration": 400000,
+    }
+
+
+def seeded_rows(seed: int, n: int) -> np.ndarray:
+    """``(n, 260) float32`` coefficient rows: a random walk (smooth in time), crop scale
+    ``s`` around 1 (column 257), everything else O(0.3)."""
+    rng = np.random.default_rng(seed)
+    rows = np.cumsum(rng.standard_normal((n, 260)) * 0.05, 0) + rng.standard_normal(260) * 0.3
+    rows[:, 257] = 1 + 0.1 * rng.standard_normal(n)
+    return rows.astype(np.float32)
+
+
+def source_image() -> np.ndarray:
+    """``(256, 256, 3) uint8``: skimage's astronaut, face centred (exact slice)."""
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut()[0:256, 96:352])
+
+
+# Child process: upstream code only, run from the checkout (never imported into our tree).
+_CHILD = r"""
+import sys, types
+import numpy as np, torch
+up, deps, tmp = sys.argv[1:4]
+sys.path[:0] = [up, deps]
+import yaml
+from generators.face_model import FaceGenerator
+from data.vox_video_dataset import VoxVideoDataset
+param = yaml.safe_load(open(up + "/config/face.yaml"))
+net = FaceGenerator(**param["gen"]["param"])
+ck = torch.load(tmp + "/ckpt.pt", map_location="cpu")
+net.load_state_dict(ck["net_G_ema"], strict=True)
+net = net.eval()
+d = np.load(tmp + "/inputs.npz")
+ds = VoxVideoDataset.__new__(VoxVideoDataset)  # no lmdb: only the semantic helpers
+ds.semantic_radius = param["data"]["semantic_radius"]
+ds.norm_crop_param = True
+rows, src_rows = d["rows"], d["source_rows"]
+ds.cross_id = False
+same = [ds.transform_semantic(rows, int(i), None) for i in d["same_idx"]]
+ratio = ds.find_crop_norm_ratio(src_rows, rows)
+ds.cross_id = True
+cross = [ds.transform_semantic(rows, int(i), ratio) for i in d["cross_idx"]]
+seq = {n: np.array([ds.obtain_seq_index(i, n) for i in range(n)])
+       for n in (len(rows), int(d["short"]))}
+x = torch.from_numpy(d["source"]).float()  # already ToTensor + Normalize, (1,3,256,256)
+fake, warp = [], []
+with torch.no_grad():
+    for sem in same + cross:  # inference.py: one frame at a time
+        o = net(x, sem[None])
+        fake.append(o["fake_image"].cpu().clamp_(-1, 1))
+        warp.append(o["warp_image"].cpu().clamp_(-1, 1))
+def u8(v):  # inference.py write2video
+    v = v[:, :3].cpu().float().detach().numpy()
+    return ((np.transpose(v, (0, 2, 3, 1)) + 1) / 2.0 * 255.0).astype(np.uint8)
+fake, warp = torch.cat(fake), torch.cat(warp)
+layout = [k + ":" + "x".join(map(str, v.shape)) for k, v in net.state_dict().items()]
+np.savez(tmp + "/out.npz", fake_u8=u8(fake), warp_u8=u8(warp),
+         fake_crop=fake[:, :, 112:144, 112:144].numpy(),
+         warp_crop=warp[:, :, 112:144, 112:144].numpy(),
+         desc=torch.stack(same + cross).numpy(), ratio=ratio, layout=np.array(layout),
+         seq_long=seq[len(rows)], seq_short=seq[int(d["short"])])
+"""
+
+
+def regenerate(upstream: Path, deps: Path, out: Path = FIXTURE) -> None:
+    """Run upstream's FaceGenerator and descriptor code on the seeded inputs; write the fixture."""
+    src = source_image()
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(seeded_checkpoint(0), Path(tmp) / "ckpt.pt")
+        np.savez(
+            Path(tmp) / "inputs.npz",
+            rows=seeded_rows(1, NUM_FRAMES),
+            source_rows=seeded_rows(2, 1),
+            source=to_input(src[None]).numpy(),
+            same_idx=np.array(SAME_IDX),
+            cross_idx=np.array(CROSS_IDX),
+            short=SHORT,
+        )
+        subprocess.run(
+            [sys.executable, "-c", _CHILD, str(upstream), str(deps), tmp], check=True, cwd=tmp
+        )
+        r = dict(np.load(Path(tmp) / "out.npz"))
+    for name in ("fake", "warp"):  # keep the fixture small: a pixel grid and a 16x16 crop
+        r[f"{name}_u8"] = r[f"{name}_u8"][:, GRID, GRID]
+        r[f"{name}_crop"] = r[f"{name}_crop"][:, :, :16, :16]
+    r["source_sha256"] = np.array(hashlib.sha256(src.tobytes()).hexdigest())
+    np.savez_compressed(out, **r)
+
+
+# ---------------------------------------------------------------------------- tests
+
+
+@pytest.fixture(scope="module")
+def ref() -> dict[str, np.ndarray]:
+    return dict(np.load(FIXTURE))
+
+
+@pytest.fixture(scope="module")
+def ckpt_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("pirenderer") / "epoch_00190_iteration_000400000_checkpoint.pt"
+    torch.save(seeded_checkpoint(0), path)
+    return path
+
+
+def test_seeded_checkpoint_loads_strictly(ckpt_file: Path) -> None:
+    net = load_pirenderer(ckpt_file)
+    sd = torch.load(ckpt_file, weights_only=True)["net_G_ema"]
+    key = "editing_net.decoder.final.model.0.weight"
+    assert torch.equal(net.state_dict()[key], sd[key])  # net_G_ema, not net_G
+    assert not net.training and len(net.state_dict()) == 304
+
+
+def test_layout_equals_upstream(ref: dict[str, np.ndarray]) -> None:
+    ours = [
+        f"{k}:{'x'.join(map(str, v.shape))}" for k, v in FaceGenerator(**FACE).state_dict().items()
+    ]
+    assert ours == ref["layout"].tolist()
+
+
+@pytest.mark.parametrize("change", ["missing", "extra", "shape", "toplevel"])
+def test_bad_checkpoint_names_file(tmp_path: Path, change: str) -> None:
+    ck = seeded_checkpoint(1)
+    sd = ck["net_G_ema"]
+    if change == "missing":
+        del sd["mapping_net.first.0.bias"]
+    elif change == "extra":
+        sd["bogus.weight"] = torch.zeros(1)
+    elif change == "shape":
+        sd["warpping_net.flow_out.2.bias"] = torch.zeros(3)
+    else:
+        del ck["net_G_ema"]
+    path = tmp_path / f"{change}.pt"
+    torch.save(ck, path)
+    with pytest.raises(InputError, match=str(path)) as e:
+        load_pirenderer(path)
+    msg = str(e.value)
+    assert "\n" not in msg
+    want = {"missing": "mapping_net.first.0.bias", "extra": "bogus.weight"}
+    assert want.get(change, "net_G_ema") in msg
+
+
+def test_window_clamped_like_upstream(ref: dict[str, np.ndarray]) -> None:
+    for n, key in ((NUM_FRAMES, "seq_long"), (SHORT, "seq_short")):
+        assert np.array_equal([window_index(i, n) for i in range(n)], ref[key])
+    # re-statement checked against the fixture above: first/last row repeats at the ends
+    assert window_index(0, NUM_FRAMES)[:14] == [0] * 14
+    assert window_index(39, NUM_FRAMES)[-14:] == [39] * 14
+
+
+def test_descriptor_same_and_cross_id(ref: dict[str, np.ndarray]) -> None:
+    rows, src_rows = seeded_rows(1, NUM_FRAMES), seeded_rows(2, 1)
+    ratio = find_crop_norm_ratio(src_rows, rows)
+    assert ratio.shape == (1,) and ratio.dtype == np.float32
+    assert np.array_equal(ratio, ref["ratio"])
+    ours = [descriptor(rows, i) for i in SAME_IDX] + [descriptor(rows, i, ratio) for i in CROSS_IDX]
+    assert np.array_equal(np.stack(ours), ref["desc"])
+    assert np.array_equal(descriptors(rows)[list(SAME_IDX)], ref["desc"][: len(SAME_IDX)])
+
+
+def test_descriptor_rejects_wrong_rows() -> None:
+    with pytest.raises(ValueError, match=r"\(T, 260\).*\(4, 257\)"):
+        descriptor(np.zeros((4, 257), np.float32), 0)
+
+
+def test_parity_with_upstream(ckpt_file: Path, ref: dict[str, np.ndarray]) -> None:
+    src = source_image()
+    assert hashlib.sha256(src.tobytes()).hexdigest() == str(ref["source_sha256"])
+    rows, ratio = (
+        seeded_rows(1, NUM_FRAMES),
+        find_crop_norm_ratio(seeded_rows(2, 1), seeded_rows(1, NUM_FRAMES)),
+    )
+    desc = [descriptor(rows, i) for i in SAME_IDX] + [descriptor(rows, i, ratio) for i in CROSS_IDX]
+    net = load_pirenderer(ckpt_file)
+    with torch.no_grad():  # ours in one batch; upstream ran one frame at a time
+        out = net(
+            to_input(src[None]).expand(len(desc), -1, -1, -1), torch.from_numpy(np.stack(desc))
+        )
+    for name in ("fake", "warp"):
+        img = out[f"{name}_image"]
+        crop = img.clamp(-1, 1)[:, :, 112:128, 112:128].numpy()
+        assert np.abs(crop - ref[f"{name}_crop"]).max() < 1e-4, name
+        diff = to_uint8(img)[:, GRID, GRID].astype(int) - ref[f"{name}_u8"]
+        assert np.abs(diff).max() <= 1, name
+        assert abs(diff.mean()) < 0.01, f"{name}: systematic bias {diff.mean():+.3f}"
+
+
+def test_to_uint8_truncates() -> None:
+    x = torch.tensor([-2.0, -1.0, 0.0, 0.999, 1.0, 3.0]).view(1, 1, 1, 6).expand(1, 3, 1, 6)
+    assert to_uint8(x)[0, 0, :, 0].tolist() == [0, 0, 127, 254, 255, 255]
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4 or sys.argv[1] != "--regenerate":
+        sys.exit("usage: python -m tests.test_pirenderer --regenerate UPSTREAM_CHECKOUT DEPS")
+    regenerate(Path(sys.argv[2]), Path(sys.argv[3]))
+    print(f"wrote {FIXTURE}")
