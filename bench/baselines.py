@@ -1,5 +1,6 @@
-"""FOMM and LIA frames/s at 256x256 on this machine, batch 1 and 8, with seeded weights in
-the official layouts (speed does not depend on the weight values).
+"""FOMM and LIA frames/s at 256x256 on this machine, batch 1 and 8, and PIRenderer per stage
+(landmarks, extraction, rendering) at batch 8, with seeded weights in the official layouts
+(speed does not depend on the weight values).
 
     python bench/baselines.py
 """
@@ -42,6 +43,40 @@ def main() -> None:
                 t0 = time.perf_counter()
                 n = sum(1 for _ in method.reenact(frames[0], frames))
                 print(f"{name} 256², batch {batch}: {n / (time.perf_counter() - t0):.2f} frames/s")
+        _pirenderer(Path(tmp))
+
+
+def _pirenderer(tmp: Path) -> None:
+    """PIRenderer stages at batch 8: dlib 68 points, Deep3DFaceRecon extraction, rendering."""
+    from reenactbench.baselines.pirenderer.adapter import PIRendererMethod
+    from reenactbench.baselines.pirenderer.descriptor import descriptors
+
+    from reenactbench.faces import detect_landmarks, faces_unavailable
+    from reenactbench.faces.deep3d import extract_coeffs
+    from tests.test_deep3d import seeded_checkpoint as deep3d_checkpoint
+    from tests.test_pirenderer import seeded_checkpoint, seeded_rows, source_image
+
+    if faces_unavailable():
+        print(f"pirenderer: skipped ({faces_unavailable()})")
+        return
+    torch.save(seeded_checkpoint(0), tmp / "pirenderer.pt")
+    torch.save(deep3d_checkpoint(0), tmp / "epoch_20.pth")
+    m = PIRendererMethod(
+        weights={"pirenderer-vox": tmp / "pirenderer.pt", "deep3d-recon": tmp / "epoch_20.pth"}
+    )
+    face = source_image()
+    frames, n = np.stack([face] * 8), 8
+    t0 = time.perf_counter()
+    lms = np.stack([detect_landmarks(f) for f in frames])
+    t1 = time.perf_counter()
+    extract_coeffs(frames, lms, net=m.recon, batch_size=n)
+    t2 = time.perf_counter()
+    m._render(torch.zeros(1, 3, 256, 256), list(descriptors(seeded_rows(1, n))))
+    t3 = time.perf_counter()
+    print(
+        f"pirenderer 256², batch {n}: landmarks {n / (t1 - t0):.1f}, extraction "
+        f"{n / (t2 - t1):.2f}, rendering {n / (t3 - t2):.2f} frames/s"
+    )
 
 
 if __name__ == "__main__":

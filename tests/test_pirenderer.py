@@ -15,12 +15,15 @@ import subprocess
 import sys
 import tempfile
 import zlib
+from collections.abc import Callable
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from reenactbench.baselines.pirenderer.descriptor import (
+    SEMANTIC_RADIUS,
     descriptor,
     descriptors,
     find_crop_norm_ratio,
@@ -273,6 +276,202 @@ def test_parity_with_upstream(ckpt_file: Path, ref: dict[str, np.ndarray]) -> No
 def test_to_uint8_truncates() -> None:
     x = torch.tensor([-2.0, -1.0, 0.0, 0.999, 1.0, 3.0]).view(1, 1, 1, 6).expand(1, 3, 1, 6)
     assert to_uint8(x)[0, 0, :, 0].tolist() == [0, 0, 127, 254, 255, 255]
+
+
+# ---------------------------------------------------------------------------- adapter
+
+
+@pytest.fixture(scope="module")
+def method_weights(ckpt_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Seeded ``pirenderer-vox`` and ``deep3d-recon`` files in the official layouts."""
+    from tests.test_deep3d import seeded_checkpoint as deep3d_checkpoint
+
+    recon = tmp_path_factory.mktemp("deep3d") / "epoch_20.pth"
+    torch.save(deep3d_checkpoint(0), recon)
+    return {"pirenderer-vox": ckpt_file, "deep3d-recon": recon}
+
+
+def _needs_faces() -> None:
+    from reenactbench.faces import faces_unavailable
+
+    reason = faces_unavailable()
+    if reason:
+        pytest.skip(reason)
+
+
+class _Counted:
+    """An iterable of frames that records how many were pulled."""
+
+    def __init__(self, frames: list[np.ndarray]) -> None:
+        self.frames, self.pulled = frames, 0
+
+    def __iter__(self):  # noqa: ANN204
+        for f in self.frames:
+            self.pulled += 1
+            yield f
+
+
+@pytest.mark.parametrize(
+    ("num", "batch_size", "crop_norm"),
+    [(40, 1, False), (40, 4, False), (5, 2, False), (40, 3, True)],
+)
+def test_adapter_streams_with_window_look_ahead(
+    method_weights: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    num: int,
+    batch_size: int,
+    crop_norm: bool,
+) -> None:
+    """Rows stubbed (no detector): the adapter renders exactly upstream's descriptors and
+    yields frame i once frame i+13 is read (+ batch_size - 1), never later."""
+    from reenactbench.baselines.pirenderer.adapter import PIRendererMethod
+
+    rows, src_rows = seeded_rows(1, num), seeded_rows(2, 1)
+    m = PIRendererMethod(weights=method_weights, batch_size=batch_size, crop_norm=crop_norm)
+
+    def fake_rows(frames: np.ndarray, first_index: int = 0, what: str = "driving") -> np.ndarray:
+        return src_rows if what == "source" else rows[first_index : first_index + len(frames)]
+
+    seen: list[np.ndarray] = []
+
+    def fake_render(src: torch.Tensor, desc: list[np.ndarray]) -> np.ndarray:
+        seen.extend(desc)
+        return np.zeros((len(desc), 256, 256, 3), np.uint8)
+
+    monkeypatch.setattr(m, "rows", fake_rows)
+    monkeypatch.setattr(m, "_render", fake_render)
+    frames = _Counted([np.full((256, 256, 3), i, np.uint8) for i in range(num)])
+    ahead = [frames.pulled - 1 - i for i, _ in enumerate(m.reenact(source_image(), frames))]
+    assert len(ahead) == num
+    ratio = find_crop_norm_ratio(src_rows, rows) if crop_norm else None
+    assert np.array_equal(np.stack(seen), descriptors(rows, ratio))
+    if crop_norm:  # the ratio needs every driving frame first
+        assert ahead[0] == num - 1
+    else:
+        assert max(ahead) <= SEMANTIC_RADIUS + batch_size - 1
+        if batch_size == 1:  # yields as soon as the window is complete
+            assert ahead == [13] * (num - 13) + list(range(12, -1, -1))
+
+
+def real_clip(video: Path, n: int) -> np.ndarray:
+    """``(n, 256, 256, 3) uint8``: every 4th frame of ``video``, centre square crop, resized."""
+    from reenactbench.video import iter_frames, resize
+
+    out = []
+    for i, f in enumerate(islice(iter_frames(video), 4 * n)):
+        if i % 4 == 0:
+            h, w = f.shape[:2]
+            s = min(h, w)
+            y, x = (h - s) // 2, (w - s) // 2
+            out.append(resize(np.ascontiguousarray(f[y : y + s, x : x + s]), 256))
+    return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def face_clip(feat_video: Callable[[str], Path]) -> np.ndarray:
+    return real_clip(feat_video("single_face.mp4"), 7)
+
+
+@pytest.mark.faces
+def test_adapter_equals_direct_computation(
+    method_weights: dict[str, Path], face_clip: np.ndarray
+) -> None:
+    """Real faces: adapter == dlib landmarks -> extract_coeffs -> descriptors -> model."""
+    _needs_faces()
+    from reenactbench.baselines.pirenderer.adapter import PIRendererMethod
+
+    from reenactbench.faces import detect_landmarks
+    from reenactbench.faces.deep3d import extract_coeffs
+
+    src, drv = face_clip[0], face_clip[1:]
+    m = PIRendererMethod(weights=method_weights, batch_size=4)
+    out = np.stack(list(m.reenact(src, iter(drv))))
+    assert out.shape == (len(drv), 256, 256, 3) and out.dtype == np.uint8
+    lms = [detect_landmarks(f) for f in face_clip]
+    assert all(lm is not None for lm in lms)
+    coeffs, crop = extract_coeffs(face_clip, np.stack(lms), weights=method_weights["deep3d-recon"])
+    rows = np.concatenate([coeffs, crop], 1)
+    net = load_pirenderer(method_weights["pirenderer-vox"])
+    with torch.no_grad():
+        want = to_uint8(
+            net(
+                to_input(src[None]).expand(len(drv), -1, -1, -1),
+                torch.from_numpy(descriptors(rows[1:])),
+            )["fake_image"]
+        )
+    diff = np.abs(out.astype(int) - want)
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+    assert np.abs(np.diff(out.astype(int), axis=0)).mean() > 0.5  # frames follow the driving
+
+
+@pytest.mark.faces
+def test_adapter_no_face_names_frame(
+    method_weights: dict[str, Path], face_clip: np.ndarray
+) -> None:
+    _needs_faces()
+    from reenactbench.baselines.pirenderer.adapter import PIRendererMethod
+
+    m = PIRendererMethod(weights=method_weights, batch_size=4)
+    blank = np.zeros((256, 256, 3), np.uint8)
+    with pytest.raises(InputError, match="driving frame 2 has no face") as e:
+        list(m.reenact(face_clip[0], iter([face_clip[1], face_clip[2], blank])))
+    assert "\n" not in str(e.value)
+    with pytest.raises(InputError, match="source frame has no face"):
+        list(m.reenact(blank, iter(face_clip[1:2])))
+
+
+def test_adapter_options(method_weights: dict[str, Path]) -> None:
+    from reenactbench.baselines.pirenderer.adapter import PIRendererMethod
+
+    from reenactbench.errors import MethodError, WeightsMissing
+
+    assert PIRendererMethod(weights=method_weights, crop_norm="true").crop_norm is True
+    with pytest.raises(MethodError, match="crop_norm"):
+        PIRendererMethod(weights=method_weights, crop_norm="maybe")
+    with pytest.raises(WeightsMissing, match="deep3d-recon"):
+        PIRendererMethod(weights={"pirenderer-vox": method_weights["pirenderer-vox"]})
+
+
+def _run_same_id(demo_data: Path, out: Path, weights: dict[str, Path]):  # noqa: ANN202
+    from typer.testing import CliRunner
+
+    from reenactbench.cli import app
+
+    args = [a for k, v in weights.items() for a in ("--weights", f"{k}={v}")]
+    return CliRunner().invoke(app, [
+        "--quiet", "run", "same-id", "--data", str(demo_data), "--protocol", "demo_same_id",
+        "-m", "pirenderer", *args, "--max-videos", "2", "--max-frames", "3", "--out", str(out),
+    ])  # fmt: skip
+
+
+@pytest.mark.faces
+def test_run_same_id_on_demo_data(
+    method_weights: dict[str, Path], demo_data: Path, tmp_path: Path
+) -> None:
+    """`run same-id` end to end on the real demo clips with seeded weights via --weights."""
+    import csv
+    import json
+
+    result = _run_same_id(demo_data, tmp_path / "run", method_weights)
+    assert result.exit_code == 0, (result.output, result.exception)
+    with (tmp_path / "run" / "summary.csv").open() as f:
+        rows = {r["metric"]: r for r in csv.DictReader(f) if r["method"] == "pirenderer"}
+    l1 = float(rows["l1"]["value"])
+    assert np.isfinite(l1) and l1 > 0 and rows["l1"]["n"] == "2"
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["weights"]["deep3d-recon"]["status"] == "unpinned"
+
+
+@pytest.mark.faces
+def test_run_missing_weight_skips_method(
+    method_weights: dict[str, Path], demo_data: Path, tmp_path: Path
+) -> None:
+    import json
+
+    only = {"pirenderer-vox": method_weights["pirenderer-vox"]}
+    result = _run_same_id(demo_data, tmp_path / "run", only)
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert "deep3d-recon" in run["skipped_methods"]["pirenderer"], (result.output, run)
 
 
 if __name__ == "__main__":
