@@ -193,14 +193,15 @@ MethodOptionOpt = Annotated[
 
 
 def _parse_method_options(items: list[str] | None) -> dict[str, object]:
-    """``KEY=VALUE`` items; values that parse as int or float become numbers."""
+    """``KEY=VALUE`` items; values that parse as int or float become numbers, ``true``
+    and ``false`` (any case) become booleans."""
     found: dict[str, object] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise InputError(f"--option {item!r}: expected KEY=VALUE, e.g. batch_size=8")
-        value: object = raw
-        for cast in (int, float):
+        value: object = {"true": True, "false": False}.get(raw.strip().lower(), raw)
+        for cast in () if isinstance(value, bool) else (int, float):
             try:
                 value = cast(raw)
                 break

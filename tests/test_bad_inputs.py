@@ -678,3 +678,20 @@ def test_no_stray_warnings_from_our_code() -> None:
         small = resize(np.zeros((16, 16, 3), np.uint8), 8)
         assert small.flags.writeable
         torch.from_numpy(small)
+
+
+def test_the_hybrid_sampler_reads_unpadded_frames_in_numeric_order(tmp_path: Path) -> None:
+    """The training sampler listed frame files itself, sorted as text (10.png before 2.png)."""
+    import numpy as np
+    from PIL import Image
+    from reenactbench.baselines.hybrid.pairs import _n_frames, _read_selected
+
+    from reenactbench.data.dataset import VideoRecord
+
+    folder = tmp_path / "v"
+    folder.mkdir()
+    for i in range(12):
+        Image.fromarray(np.full((8, 8, 3), 20 * i, np.uint8)).save(folder / f"{i}.png")
+    video = VideoRecord("v", "v", folder)
+    frames = _read_selected(video, np.array([2, 10]))
+    assert [int(f[0, 0, 0]) // 20 for f in frames] == [2, 10] and _n_frames(video) == 12

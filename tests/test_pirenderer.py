@@ -425,9 +425,15 @@ def test_adapter_options(method_weights: dict[str, Path]) -> None:
 
     from reenactbench.errors import MethodError, WeightsMissing
 
-    assert PIRendererMethod(weights=method_weights, crop_norm="true").crop_norm is True
+    assert PIRendererMethod(weights=method_weights, crop_norm=True).crop_norm is True
     with pytest.raises(MethodError, match="crop_norm"):
         PIRendererMethod(weights=method_weights, crop_norm="maybe")
+    # the CLI turns --method-option pirenderer:crop_norm=true into a boolean
+    from reenactbench.cli import _parse_method_options
+
+    assert _parse_method_options(["crop_norm=TRUE", "n=3", "x=0.5", "s=no"]) == {
+        "crop_norm": True, "n": 3, "x": 0.5, "s": "no",
+    }  # fmt: skip
     with pytest.raises(WeightsMissing, match="deep3d-recon"):
         PIRendererMethod(weights={"pirenderer-vox": method_weights["pirenderer-vox"]})
 

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from reenactbench.data.dataset import Dataset, VideoRecord, load_dataset
 from reenactbench.errors import InputError
-from reenactbench.video import IMAGE_SUFFIXES, iter_frames, probe, read_image, resize
+from reenactbench.video import frame_files, iter_frames, probe, read_image, resize
 
 __all__ = ["PairBatch", "PairSampler", "evenly_spaced", "to_tensor"]
 
@@ -92,14 +92,14 @@ def _read_selected(video: VideoRecord, indices: np.ndarray) -> list[np.ndarray]:
     """Frames ``indices`` of a frame folder (only those files are read) or a video file."""
     wanted = set(int(i) for i in indices)
     if video.path.is_dir():
-        files = sorted(p for p in video.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = frame_files(video.path)  # numbers compared as numbers (reenactbench.video)
         return [read_image(files[i]) for i in indices]
     return [f for i, f in enumerate(iter_frames(video.path)) if i in wanted]
 
 
 def _n_frames(video: VideoRecord) -> int:
     if video.path.is_dir():
-        return sum(1 for p in video.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        return len(frame_files(video.path))
     return probe(video.path).n_frames
 
 

@@ -44,17 +44,6 @@ __all__ = ["PIRendererMethod", "landmarks_68"]
 _R = SEMANTIC_RADIUS
 
 
-def _as_bool(value: object, what: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise MethodError(f"method 'pirenderer': {what} must be true or false, got {value!r}")
-
-
 def landmarks_68(frame: np.ndarray) -> np.ndarray | None:
     """``(68, 2) float32`` dlib landmarks of the largest face (upsampled retry for small
     faces), or ``None``."""
@@ -96,7 +85,11 @@ class PIRendererMethod:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise MethodError(f"method {self.name!r}: batch_size must be >= 1, got {batch_size}")
         self.device, self.batch_size = torch.device(device), batch_size
-        self.crop_norm = _as_bool(crop_norm, "crop_norm")
+        if not isinstance(crop_norm, bool):  # the CLI turns true/false into booleans
+            raise MethodError(
+                f"method 'pirenderer': crop_norm must be true or false, got {crop_norm!r}"
+            )
+        self.crop_norm = crop_norm
         self.dtype = check_dtype(dtype, f"method {self.name!r}")
         gen_path = weight_path("pirenderer-vox", weights)
         recon_path = weight_path("deep3d-recon", weights)
