@@ -768,6 +768,13 @@ def reenact(
     overwrite: Annotated[
         bool, typer.Option(help="Replace an existing output folder or file.")
     ] = False,
+    driving_coeffs: Annotated[
+        Path | None,
+        typer.Option(
+            help="Methods on 3DMM coefficients (pirenderer): a .npy of (T, 260) driving rows "
+            "(257 Deep3DFaceRecon coefficients + crop s, tx, ty) used instead of extracting them."
+        ),
+    ] = None,
 ) -> None:
     """Re-enact one source with one driving video."""
     from reenactbench.reenact import reenact_file
@@ -776,6 +783,8 @@ def reenact(
         options = _parse_method_options(option)
         if edit is not None:
             options["edit"] = edit
+        if driving_coeffs is not None:
+            options["driving_coeffs"] = str(driving_coeffs)
         n = reenact_file(
             method,
             source,

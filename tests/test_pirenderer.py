@@ -11,6 +11,7 @@ config data``) and ``DEPS`` is a ``pip install --target`` folder with pyyaml and
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -485,3 +486,47 @@ if __name__ == "__main__":
         sys.exit("usage: python -m tests.test_pirenderer --regenerate UPSTREAM_CHECKOUT DEPS")
     regenerate(Path(sys.argv[2]), Path(sys.argv[3]))
     print(f"wrote {FIXTURE}")
+
+
+def test_driving_coeffs_replace_extraction(
+    method_weights: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`reenact --driving-coeffs FILE.npy`: the (T, 260) rows are used as given (no
+    driving landmarks or extraction); a file of the wrong shape is one line naming it."""
+    from reenactbench.baselines.pirenderer.adapter import PIRendererMethod, read_rows
+    from typer.testing import CliRunner
+
+    from reenactbench.cli import app
+
+    rows = seeded_rows(3, 6)
+    good = tmp_path / "rows.npy"
+    np.save(good, rows)
+    m = PIRendererMethod(weights=method_weights, driving_coeffs=str(good))
+    seen: list[np.ndarray] = []
+    monkeypatch.setattr(
+        m,
+        "rows",
+        lambda f, i=0, what="driving": (
+            seeded_rows(2, 1) if what == "source" else PIRendererMethod.rows(m, f, i, what)
+        ),
+    )
+    monkeypatch.setattr(m, "_render", lambda src, desc: (seen.extend(desc), np.zeros(
+        (len(desc), 256, 256, 3), np.uint8))[1])  # fmt: skip
+    blank = [np.zeros((256, 256, 3), np.uint8)] * 6  # no face: extraction would fail
+    assert len(list(m.reenact(source_image(), iter(blank)))) == 6
+    assert np.array_equal(np.stack(seen), descriptors(rows, None))
+    with pytest.raises(InputError, match="rows.npy: 6 coefficient rows, but the driving"):
+        list(m.reenact(source_image(), iter(blank * 2)))
+    for bad, text in ((np.zeros((4, 257)), "of shape (4, 257); need (T, 260)"),
+                      (np.full((2, 260), np.nan), "must be finite")):  # fmt: skip
+        np.save(tmp_path / "bad.npy", bad)
+        with pytest.raises(InputError, match=re.escape(text)):
+            read_rows(tmp_path / "bad.npy")
+    drv = tmp_path / "drv"
+    from reenactbench.video import write_png_folder
+
+    write_png_folder(np.zeros((2, 256, 256, 3), np.uint8), drv)
+    args = ["reenact", "--method", "static", "--source", str(drv / "000000.png"), "--driving",
+            str(drv), "--out", str(tmp_path / "o"), "--driving-coeffs", str(good)]  # fmt: skip
+    result = CliRunner().invoke(app, args)  # a method without coefficients: a usage error
+    assert result.exit_code == 2 and "driving_coeffs" in result.stderr, result.output

@@ -39,7 +39,7 @@ from reenactbench.weights import weight_path
 from .descriptor import SEMANTIC_RADIUS, descriptor, find_crop_norm_ratio
 from .model import load_pirenderer, to_input, to_uint8
 
-__all__ = ["PIRendererMethod", "landmarks_68"]
+__all__ = ["PIRendererMethod", "landmarks_68", "read_rows"]
 
 _R = SEMANTIC_RADIUS
 
@@ -53,6 +53,28 @@ def landmarks_68(frame: np.ndarray) -> np.ndarray | None:
     return None if lm is None else np.asarray(lm, np.float32)
 
 
+def read_rows(path: Path) -> tuple[np.ndarray, Path]:
+    """``(T, 260) float32`` driving rows (257 coefficients + crop ``[s, tx, ty]``, the
+    layout of upstream's lmdb and of :func:`~reenactbench.faces.deep3d.extract_coeffs`)
+    from a ``.npy`` file, and the path.
+
+    Raises:
+        InputError: unreadable, not a (T, 260) array of finite numbers (names the file).
+    """
+    try:
+        rows = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot read coefficients ({e}); give a .npy array") from None
+    if rows.ndim != 2 or rows.shape[1] != 260 or not len(rows):
+        raise InputError(
+            f"{path}: coefficients of shape {rows.shape}; need (T, 260): 257 Deep3DFaceRecon "
+            "coefficients + crop s, tx, ty per driving frame"
+        )
+    if not np.issubdtype(rows.dtype, np.number) or not np.isfinite(rows).all():
+        raise InputError(f"{path}: coefficients must be finite numbers")
+    return rows.astype(np.float32), path
+
+
 class PIRendererMethod:
     """``pirenderer``: PIRenderer vox-256 (``pirenderer-vox``) on Deep3DFaceRecon
     coefficients (``deep3d-recon``) of dlib's 68 landmarks.
@@ -63,6 +85,8 @@ class PIRendererMethod:
         batch_size: frames per coefficient extraction and per rendering pass (speed only).
         crop_norm: cross-id crop-scale normalisation (see the module docstring).
         dtype: network precision, ``fp32`` (default), ``bf16`` or ``fp16`` (autocast).
+        driving_coeffs: a ``.npy`` file of ``(T, 260)`` driving rows (:func:`read_rows`)
+            used instead of extracting them (``reenact --driving-coeffs FILE``).
 
     Raises:
         WeightsMissing: a weight file is neither given nor imported.
@@ -81,6 +105,7 @@ class PIRendererMethod:
         batch_size: int = 8,
         crop_norm: bool = False,
         dtype: str = "fp32",
+        driving_coeffs: str | None = None,
     ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise MethodError(f"method {self.name!r}: batch_size must be >= 1, got {batch_size}")
@@ -90,6 +115,7 @@ class PIRendererMethod:
                 f"method 'pirenderer': crop_norm must be true or false, got {crop_norm!r}"
             )
         self.crop_norm = crop_norm
+        self.given_rows = None if driving_coeffs is None else read_rows(Path(driving_coeffs))
         self.dtype = check_dtype(dtype, f"method {self.name!r}")
         gen_path = weight_path("pirenderer-vox", weights)
         recon_path = weight_path("deep3d-recon", weights)
@@ -112,11 +138,21 @@ class PIRendererMethod:
         return frame
 
     def rows(self, frames: np.ndarray, first_index: int = 0, what: str = "driving") -> np.ndarray:
-        """``(N, 260) float32`` rows (257 coefficients + crop) of ``(N, 256, 256, 3)`` frames.
+        """``(N, 260) float32`` rows (257 coefficients + crop) of ``(N, 256, 256, 3)`` frames;
+        for driving frames, the rows of ``driving_coeffs`` when given (no extraction).
 
         Raises:
-            InputError: a frame without a face the 68-point detector finds (names its index).
+            InputError: a frame without a face the 68-point detector finds (names its index);
+                a ``driving_coeffs`` file with fewer rows than driving frames.
         """
+        if what == "driving" and self.given_rows is not None:
+            rows, path = self.given_rows
+            if first_index + len(frames) > len(rows):
+                raise InputError(
+                    f"{path}: {len(rows)} coefficient rows, but the driving video has more "
+                    f"frames (frame {first_index + len(frames) - 1}); give one row per frame"
+                )
+            return rows[first_index : first_index + len(frames)]
         lms = []
         for k, frame in enumerate(frames):
             lm = landmarks_68(frame)
