@@ -22,9 +22,9 @@ from reenactbench.methods import Method, check_output_frame
 from reenactbench.metrics.base import JobPart
 from reenactbench.protocol import Pair
 from reenactbench.scoring import JobScorer
-from reenactbench.video import iter_frames, resize, write_png_folder
+from reenactbench.video import IMAGE_SUFFIXES, frame_files, iter_frames, resize, write_png_folder
 
-__all__ = ["JobOutput", "run_job", "read_source"]
+__all__ = ["JobOutput", "announce_inputs", "run_job", "read_source"]
 
 
 @dataclass
@@ -48,6 +48,21 @@ def read_source(video: VideoRecord, frame: int) -> np.ndarray:
         return next(iter_frames(video.path, max_frames=1, start=frame))
     except InputError:
         raise InputError(f"{video.path}: has no frame {frame} to use as source") from None
+
+
+def announce_inputs(method: Method, source: Path, source_frame: int, driving: Path) -> None:
+    """Tell a method that wants them (the optional ``set_inputs`` hook, docs/adapters.md)
+    the image files of the source frame and of the driving frames: ``None`` for a video
+    file (no per-frame files)."""
+    set_inputs = getattr(method, "set_inputs", None)
+    if not callable(set_inputs):
+        return
+    if source.is_dir():
+        files = frame_files(source)
+        source_file = files[source_frame] if source_frame < len(files) else None
+    else:
+        source_file = source if source.suffix.lower() in IMAGE_SUFFIXES else None
+    set_inputs(source_file, frame_files(driving) if driving.is_dir() else None)
 
 
 def _guarded(
@@ -152,6 +167,7 @@ def run_job(
             reals.clear()
 
     paths = (videos[pair.source].path, path)
+    announce_inputs(method, videos[pair.source].path, pair.source_frame, path)
     for out in _guarded(method, pair, paths, method.reenact(resize(source, res), driving())):
         out = check_output_frame(out, method)
         if not truth:

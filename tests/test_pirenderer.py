@@ -530,3 +530,62 @@ def test_driving_coeffs_replace_extraction(
             str(drv), "--out", str(tmp_path / "o"), "--driving-coeffs", str(good)]  # fmt: skip
     result = CliRunner().invoke(app, args)  # a method without coefficients: a usage error
     assert result.exit_code == 2 and "driving_coeffs" in result.stderr, result.output
+
+
+def test_landmark_sidecars_replace_detection(
+    method_weights: dict[str, Path], tmp_path: Path
+) -> None:
+    """A `<frame>.txt` beside a frame PNG (upstream's 136-number keypoint format, in that
+    image's pixels) is used instead of detecting: these frames have no face at all."""
+    from typer.testing import CliRunner
+
+    from reenactbench.cli import app
+    from reenactbench.faces.sidecar import read_landmarks_txt, sidecar_landmarks
+    from reenactbench.video import write_png_folder
+
+    drv = tmp_path / "drv"
+    write_png_folder(np.full((3, 512, 512, 3), 90, np.uint8), drv)  # blank: no face
+    rng = np.random.default_rng(0)
+    points = (rng.uniform(150, 350, (68, 2))).astype(np.float32)
+    for f in sorted(drv.glob("*.png")):
+        f.with_suffix(".txt").write_text("\n".join(f"{x} {y}" for x, y in points))
+    assert np.allclose(sidecar_landmarks(drv / "000000.png", 256), points / 2)
+    weights = [a for k, v in method_weights.items() for a in ("--weights", f"{k}={v}")]
+    args = ["reenact", "--method", "pirenderer", "--source", str(drv / "000000.png"),
+            "--driving", str(drv), "--out", str(tmp_path / "out"), *weights]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "out").glob("*.png"))) == 3
+    (drv / "000001.txt").unlink()  # frame 1 must now be detected: it has no face
+    result = CliRunner().invoke(app, [*args[: -len(weights)], "--overwrite", *weights])
+    assert result.exit_code == 2 and "driving frame 1 has no face" in result.stderr
+    for text, match in (("1 2 3", "3 numbers; a landmark file holds 136"),
+                        ("1 x " * 68, "must be numbers")):  # fmt: skip
+        (drv / "bad.txt").write_text(text)
+        with pytest.raises(InputError, match=match):
+            read_landmarks_txt(drv / "bad.txt")
+
+
+def test_coefficients_are_extracted_once_per_distinct_frame(
+    method_weights: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A robustness run drives 5 sources with one video: its rows are extracted once."""
+    import reenactbench.baselines.pirenderer.adapter as adapter
+
+    m = adapter.PIRendererMethod(weights=method_weights)
+    points = np.random.default_rng(0).uniform(80, 180, (68, 2)).astype(np.float32)
+    monkeypatch.setattr(adapter, "landmarks_68", lambda f: None if f.max() == 0 else points)
+    extracted: list[int] = []
+    real = adapter.extract_coeffs
+
+    def counting(frames: np.ndarray, *a, **k):  # noqa: ANN002, ANN003, ANN202
+        extracted.append(len(frames))
+        return real(frames, *a, **k)
+
+    monkeypatch.setattr(adapter, "extract_coeffs", counting)
+    frames = np.stack([np.full((256, 256, 3), 10 + i, np.uint8) for i in range(4)])
+    first = m.rows(frames)
+    again = m.rows(frames[::-1])  # another job on the same frames
+    assert sum(extracted) == 4 and np.array_equal(again, first[::-1])
+    with pytest.raises(InputError, match="driving frame 7 has no face"):
+        m.rows(np.stack([frames[0], np.zeros_like(frames[0])]), first_index=6)

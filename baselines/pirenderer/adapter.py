@@ -33,6 +33,8 @@ from reenactbench.batching import batched
 from reenactbench.errors import InputError, MethodError
 from reenactbench.faces import detect_landmarks, faces_unavailable
 from reenactbench.faces.deep3d import extract_coeffs, load_recon_net
+from reenactbench.faces.sidecar import sidecar_landmarks
+from reenactbench.metrics.framecache import FrameCache
 from reenactbench.nn.precision import autocast, check_dtype
 from reenactbench.weights import weight_path
 
@@ -115,12 +117,30 @@ class PIRendererMethod:
                 f"method 'pirenderer': crop_norm must be true or false, got {crop_norm!r}"
             )
         self.crop_norm = crop_norm
+        self._files: tuple[Path | None, list[Path] | None] = (None, None)  # set_inputs
+        # rows of detected frames, per distinct frame for the whole run: a driving video
+        # recurs for every source of a robustness run and is extracted once
+        self._detected = FrameCache(lambda f: self._extract(f, [None] * len(f)), 20_000)
         self.given_rows = None if driving_coeffs is None else read_rows(Path(driving_coeffs))
         self.dtype = check_dtype(dtype, f"method {self.name!r}")
         gen_path = weight_path("pirenderer-vox", weights)
         recon_path = weight_path("deep3d-recon", weights)
         self.net = load_pirenderer(gen_path, self.device)
         self.recon = load_recon_net(recon_path, self.device)
+
+    def set_inputs(self, source: Path | None, driving: list[Path] | None) -> None:
+        """The files of the next job's frames (the optional adapter hook,
+        docs/adapters.md): a ``<frame>.txt`` beside a frame image holds its landmarks
+        (:mod:`reenactbench.faces.sidecar`), used instead of detecting them."""
+        self._files = (source, driving)
+
+    def _given_landmarks(self, index: int | None) -> np.ndarray | None:
+        source, driving = self._files
+        if index is None:
+            return sidecar_landmarks(source, self.resolution)
+        if driving is None or index >= len(driving):
+            return None
+        return sidecar_landmarks(driving[index], self.resolution)
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -153,20 +173,33 @@ class PIRendererMethod:
                     f"frames (frame {first_index + len(frames) - 1}); give one row per frame"
                 )
             return rows[first_index : first_index + len(frames)]
-        lms = []
-        for k, frame in enumerate(frames):
-            lm = landmarks_68(frame)
-            if lm is None:
-                where = f"frame {first_index + k}" if what == "driving" else "frame"
-                raise InputError(
-                    f"pirenderer: {what} {where} has no face the dlib 68-point detector finds"
-                )
-            lms.append(lm)
-        with autocast(self.device, self.dtype):
-            coeffs, crop = extract_coeffs(
-                np.stack(frames), np.stack(lms), net=self.recon, batch_size=self.batch_size
+        given = [self._given_landmarks(first_index + k if what == "driving" else None)
+                 for k in range(len(frames))]  # fmt: skip
+        if all(lm is None for lm in given):  # detected: the same frame gives the same row
+            rows = self._detected(np.asarray(frames)).astype(np.float32)
+        else:
+            rows = self._extract(np.asarray(frames), given)
+        for k in np.flatnonzero(np.isnan(rows).any(axis=1)):
+            where = f"frame {first_index + k}" if what == "driving" else "frame"
+            raise InputError(
+                f"pirenderer: {what} {where} has no face the dlib 68-point detector finds"
             )
-        return np.concatenate([coeffs, crop], 1).astype(np.float32)
+        return rows
+
+    def _extract(self, frames: np.ndarray, given: list[np.ndarray | None]) -> np.ndarray:
+        """Rows of ``frames``: given landmarks, else detected ones; a NaN row where
+        neither gives a face."""
+        lms = [landmarks_68(f) if lm is None else lm for f, lm in zip(frames, given, strict=True)]
+        rows = np.full((len(frames), 260), np.nan, np.float32)
+        ok = [k for k, lm in enumerate(lms) if lm is not None]
+        if ok:
+            with autocast(self.device, self.dtype):
+                coeffs, crop = extract_coeffs(
+                    frames[ok], np.stack([lms[k] for k in ok]), net=self.recon,
+                    batch_size=self.batch_size,
+                )  # fmt: skip
+            rows[ok] = np.concatenate([coeffs, crop], 1)
+        return rows
 
     @torch.no_grad()
     def _render(self, src: torch.Tensor, desc: list[np.ndarray]) -> np.ndarray:
