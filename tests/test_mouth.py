@@ -189,7 +189,7 @@ def test_leading_frames_without_face_keep_their_position(batch: int) -> None:
     assert cropper.real_boxes[:11] == [None] * 11
     for t in (11, 21, 40):  # output t is the crop of frame t
         np.testing.assert_array_equal(f[t], crop_square(fake[t], cropper.fake_boxes[t], 16))
-    assert not f[:11].any()  # black placeholders
+    assert not f[:11].any()  # frames without a box come as black crops marked invalid
     assert max(held) <= 10 + 4 + 1 + batch  # max_leading + L + 1 + one batch
 
 
