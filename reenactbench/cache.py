@@ -62,6 +62,7 @@ __all__ = [
     "config_id",
     "job_fingerprint",
     "method_config",
+    "method_cache_dir",
     "metric_config",
     "record_path",
     "setup_config",
@@ -141,6 +142,15 @@ def job_fingerprint(ids: Mapping[str, str], pair: Pair) -> str:
 
 def record_path(run_dir: Path, method: str, pair: Pair) -> Path:
     return Path(run_dir) / "cache" / method / pair.key / RECORD_NAME
+
+
+def method_cache_dir(run_dir: Path, method: str, method_id: str) -> Path:
+    """The folder a method may keep its own per-frame rows in across commands (the
+    optional ``set_cache_dir`` hook, docs/adapters.md): ``cache/<method>/_rows/<id>``,
+    keyed by the method's config id (weights, code, options, dtype), so rows made by
+    other weights or code are never read. ``_rows`` cannot be a pair key (those hold
+    ``__``)."""
+    return Path(run_dir) / "cache" / method / "_rows" / method_id
 
 
 class InputKeys:

@@ -29,7 +29,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from reenactbench.cache import JobRecord, RecordError, job_fingerprint, record_path
+from reenactbench.cache import (
+    JobRecord,
+    RecordError,
+    job_fingerprint,
+    method_cache_dir,
+    record_path,
+)
 from reenactbench.collect import write_heatmaps, write_tables
 from reenactbench.distributed import World
 from reenactbench.errors import InputError, MethodUnavailable, WeightsMissing
@@ -88,6 +94,9 @@ class _Methods:
                 self.run.info["skipped_methods"][name] = str(e)
                 self.run.say(f"skipped: method {name}: {e}")
                 return None
+            set_cache_dir = getattr(self.loaded[name], "set_cache_dir", None)
+            if callable(set_cache_dir):  # the optional hook (docs/adapters.md)
+                set_cache_dir(method_cache_dir(self.run.out, name, self.run.ids(name)["method"]))
         return self.loaded[name]
 
     def release_all_but(self, name: str) -> None:

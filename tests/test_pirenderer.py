@@ -439,7 +439,7 @@ def test_adapter_options(method_weights: dict[str, Path]) -> None:
         PIRendererMethod(weights={"pirenderer-vox": method_weights["pirenderer-vox"]})
 
 
-def _run_same_id(demo_data: Path, out: Path, weights: dict[str, Path]):  # noqa: ANN202
+def _run_same_id(demo_data: Path, out: Path, weights: dict[str, Path], *extra: str):  # noqa: ANN202
     from typer.testing import CliRunner
 
     from reenactbench.cli import app
@@ -448,6 +448,7 @@ def _run_same_id(demo_data: Path, out: Path, weights: dict[str, Path]):  # noqa:
     return CliRunner().invoke(app, [
         "--quiet", "run", "same-id", "--data", str(demo_data), "--protocol", "demo_same_id",
         "-m", "pirenderer", *args, "--max-videos", "2", "--max-frames", "3", "--out", str(out),
+        *extra,
     ])  # fmt: skip
 
 
@@ -479,6 +480,75 @@ def test_run_missing_weight_skips_method(
     result = _run_same_id(demo_data, tmp_path / "run", only)
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert "deep3d-recon" in run["skipped_methods"]["pirenderer"], (result.output, run)
+
+
+def test_frame_cache_persists_rows(tmp_path: Path) -> None:
+    """Rows flushed to a folder are read by a new cache (no extraction); a torn shard is
+    ignored and its rows computed again."""
+    from reenactbench.metrics.framecache import FrameCache
+
+    calls: list[int] = []
+
+    def extract(f: np.ndarray) -> np.ndarray:
+        calls.append(len(f))
+        return f.reshape(len(f), -1)[:, :3].astype(np.float64) + 0.25
+
+    frames = np.stack([np.full((8, 8, 3), i, np.uint8) for i in range(5)])
+    first = FrameCache(extract)
+    first.persist(tmp_path)
+    want = first(frames[:3])
+    first.flush()
+    first(frames[3:])
+    first.flush()
+    assert sorted(calls) == [2, 3] and len(list(tmp_path.glob("*.rows.npz"))) == 2
+    calls.clear()
+    second = FrameCache(extract)
+    assert second.persist(tmp_path) == 5
+    assert np.array_equal(second(frames[:3]), want) and calls == []
+    shard = max(tmp_path.glob("*.rows.npz"), key=lambda p: p.stat().st_size)
+    shard.write_bytes(shard.read_bytes()[:-40])  # torn
+    third = FrameCache(extract)
+    assert third.persist(tmp_path) < 5
+    assert np.array_equal(third(frames[:3]), want) and sum(calls) > 0
+
+
+@pytest.mark.faces
+def test_coefficients_persist_in_the_run_directory(
+    method_weights: dict[str, Path],
+    demo_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A second command on the same run directory (another temporal backend: every job
+    recomputes) reads the coefficient rows the first one kept instead of extracting, and
+    its frames (L1 per frame) are identical."""
+    import json
+
+    import reenactbench.baselines.pirenderer.adapter as adapter
+
+    extracted: list[int] = []
+    real = adapter.extract_coeffs
+
+    def counting(frames: np.ndarray, *a, **k):  # noqa: ANN002, ANN003, ANN202
+        extracted.append(len(frames))
+        return real(frames, *a, **k)
+
+    def l1_per_frame() -> list[float]:
+        recs = sorted((out / "cache" / "pirenderer").glob("*/job.npz"))
+        return [v for r in recs for v in np.load(r)["values.l1"].tolist()]
+
+    monkeypatch.setattr(adapter, "extract_coeffs", counting)
+    out = tmp_path / "run"
+    assert _run_same_id(demo_data, out, method_weights).exit_code == 0
+    shards = list((out / "cache" / "pirenderer" / "_rows").glob("*/*.rows.npz"))
+    assert sum(extracted) == 6 and len(shards) == 2, (extracted, shards)  # 2 videos x 3
+    before = l1_per_frame()
+    extracted.clear()
+    result = _run_same_id(demo_data, out, method_weights, "--temporal-backend", "landmarks")
+    assert result.exit_code == 0, result.output
+    assert extracted == [] and l1_per_frame() == before
+    history = (out / "history.jsonl").read_text().splitlines()
+    assert len(history) == 2 and json.loads(history[-1])["timings"]["pirenderer"]["frames"] == 6
 
 
 if __name__ == "__main__":

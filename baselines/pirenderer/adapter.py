@@ -134,6 +134,13 @@ class PIRendererMethod:
         (:mod:`reenactbench.faces.sidecar`), used instead of detecting them."""
         self._files = (source, driving)
 
+    def set_cache_dir(self, folder: Path) -> None:
+        """Keep the coefficient rows of detected frames in ``folder`` (the optional hook,
+        docs/adapters.md; ``run`` passes a folder of its run directory keyed by this
+        method's config): a later command on the same frames reads them instead of
+        extracting again. One shard of new rows is written per job."""
+        self._detected.persist(folder)
+
     def _given_landmarks(self, index: int | None) -> np.ndarray | None:
         source, driving = self._files
         if index is None:
@@ -218,6 +225,12 @@ class PIRendererMethod:
         Yields:
             ``(256, 256, 3) uint8`` RGB, one per driving frame.
         """
+        try:
+            yield from self._reenact(source, driving)
+        finally:  # rows extracted so far are valid even when the job stops
+            self._detected.flush()
+
+    def _reenact(self, source: np.ndarray, driving: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         source = self._check(source, "source")
         src_rows = self.rows(source[None], what="source")
         src = to_input(source[None]).to(self.device)
