@@ -348,6 +348,48 @@ def test_noise_modes_and_features(small: tuple[Generator, torch.Tensor]) -> None
         net.synthesis_from_styles(s[:-1])
 
 
+def test_feature_hook_restarts_from_a_replaced_feature(
+    small: tuple[Generator, torch.Tensor], tmp_path: Path
+) -> None:
+    """``feature_hook`` sees the first conv's output of every block from 8² on; returning it
+    unchanged is bit-identical; a 32² feature taken from another code makes the features
+    from there on that code's (the later layers' styles agree), those before it stay. A
+    bare state dict (StyleHEAT's StyleGAN_e4e.pth) loads with ``entry=None``."""
+    net, _ = small
+    gen = torch.Generator().manual_seed(4)
+    w = net.w_plus(net.mapping(torch.randn(1, 64, generator=gen)))
+    seen: list[int] = []
+
+    def same(res: int, x: torch.Tensor) -> torch.Tensor:
+        seen.append(res)
+        return x
+
+    with torch.no_grad():
+        plain = net.synthesis(w)
+        assert torch.equal(net.synthesis(w, feature_hook=same), plain)
+        assert seen == [8, 16, 32, 64]
+        kept: list[torch.Tensor] = []
+        net.synthesis(w, feature_hook=lambda r, x: (kept.append(x), x)[1] if r == 32 else x)
+        other = w.clone()  # W+ rows 0-4 (layers before the 32² block's first conv) differ
+        other[:, :5] = net.mapping(torch.randn(1, 64, generator=gen))[:, None]
+        _, f_plain = net.synthesis_from_styles(net.styles(w), return_features=True)
+        _, f_other = net.synthesis_from_styles(net.styles(other), return_features=True)
+        _, f_swap = net.synthesis_from_styles(
+            net.styles(other), return_features=True,
+            feature_hook=lambda r, x: kept[0] if r == 32 else x,
+        )  # fmt: skip
+        assert (f_other[64] - f_plain[64]).abs().max() > 1e-2
+        assert torch.equal(f_swap[16], f_other[16])  # before the replacement: other's
+        for res in (32, 64):  # from the replacement on: the plain code's features
+            torch.testing.assert_close(f_swap[res], f_plain[res], atol=1e-5, rtol=0)
+    bare = tmp_path / "bare.pt"
+    torch.save(seeded_checkpoint()["g_ema"], bare)
+    net2, _ = load_generator(bare, entry=None)
+    assert torch.equal(net2.synthesis(w), plain)
+    with pytest.raises(InputError, match="no 'g_ema' state dict"):
+        load_generator(bare)
+
+
 def test_batch_invariance(small: tuple[Generator, torch.Tensor]) -> None:
     net, _ = small
     z = torch.randn(3, 64, generator=torch.Generator().manual_seed(6))

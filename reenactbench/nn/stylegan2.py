@@ -37,7 +37,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple, cast, overload
 
@@ -51,6 +51,7 @@ from reenactbench.nn.stylegan2_ops import fused_leaky_relu, make_kernel, pixel_n
 from reenactbench.nn.stylespace import StyleLayer, channels_for, log2_size, style_layers
 
 __all__ = [
+    "FeatureHook",
     "NoiseMode",
     "PixelNorm",
     "EqualLinear",
@@ -71,6 +72,8 @@ __all__ = [
 ]
 
 NoiseMode = Literal["const", "random", "none"]
+#: ``hook(resolution, feature) -> feature`` (:meth:`Generator.synthesis_from_styles`).
+FeatureHook = Callable[[int, Tensor], Tensor]
 
 #: Samples averaged for ``latent_avg`` when a checkpoint has none (as upstream's
 #: ``generate.py``: ``g_ema.mean_latent(4096)``), drawn from ``torch.Generator`` seed 0.
@@ -497,6 +500,7 @@ class Generator(nn.Module):
         noise: NoiseMode | Sequence[Tensor] = ...,
         generator: torch.Generator | None = ...,
         return_features: Literal[False] = ...,
+        feature_hook: FeatureHook | None = ...,
     ) -> Tensor: ...
 
     @overload
@@ -507,6 +511,7 @@ class Generator(nn.Module):
         noise: NoiseMode | Sequence[Tensor] = ...,
         generator: torch.Generator | None = ...,
         return_features: Literal[True],
+        feature_hook: FeatureHook | None = ...,
     ) -> tuple[Tensor, dict[int, Tensor]]: ...
 
     def synthesis_from_styles(
@@ -516,6 +521,7 @@ class Generator(nn.Module):
         noise: NoiseMode | Sequence[Tensor] = "const",
         generator: torch.Generator | None = None,
         return_features: bool = False,
+        feature_hook: FeatureHook | None = None,
     ) -> Tensor | tuple[Tensor, dict[int, Tensor]]:
         """Render StyleSpace vectors.
 
@@ -526,6 +532,12 @@ class Generator(nn.Module):
                 ``"none"``, or ``num_layers`` maps ``(B or 1, 1, r_i, r_i)``.
             generator: RNG for ``noise="random"``.
             return_features: also return the feature map of each resolution.
+            feature_hook: ``hook(resolution, x) -> x'``, called in every block from 8x8 on
+                with the output of its first (upsampling) conv, before its second conv; what
+                it returns replaces that feature map, so synthesis restarts from a replaced
+                (e.g. warped) intermediate feature at that resolution (StyleHEAT edits the
+                64x64 one: upstream's layer index 7). Returning ``x`` unchanged leaves the
+                output bit-identical.
 
         Returns:
             ``(B, 3, size, size)`` image; with ``return_features``, also a dict
@@ -550,6 +562,8 @@ class Generator(nn.Module):
         k = 2
         for j, to_rgb in enumerate(self.to_rgbs):
             out = self.convs[2 * j](out, styles[k], maps[2 * j + 1])
+            if feature_hook is not None:
+                out = feature_hook(out.shape[-1], out)
             out = self.convs[2 * j + 1](out, styles[k + 1], maps[2 * j + 2])
             skip = to_rgb(out, styles[k + 2], skip)
             features[out.shape[-1]] = out
@@ -562,9 +576,13 @@ class Generator(nn.Module):
         *,
         noise: NoiseMode | Sequence[Tensor] = "const",
         generator: torch.Generator | None = None,
+        feature_hook: FeatureHook | None = None,
     ) -> Tensor:
-        """W+ ``(B, n_latent, style_dim)`` -> image ``(B, 3, size, size)``."""
-        return self.synthesis_from_styles(self.styles(w_plus), noise=noise, generator=generator)
+        """W+ ``(B, n_latent, style_dim)`` -> image ``(B, 3, size, size)``
+        (``feature_hook``: see :meth:`synthesis_from_styles`)."""
+        return self.synthesis_from_styles(
+            self.styles(w_plus), noise=noise, generator=generator, feature_hook=feature_hook
+        )
 
     def forward(
         self,
@@ -693,6 +711,7 @@ def load_generator(
     *,
     size: int | None = None,
     lr_mlp: float = 0.01,
+    entry: str | None = "g_ema",
 ) -> tuple[Generator, Tensor]:
     """Load ``g_ema`` (strict) and ``latent_avg`` of a rosinality StyleGAN2 checkpoint.
 
@@ -708,6 +727,8 @@ def load_generator(
         size: expected output size; a file of another size is an error (None: any).
         lr_mlp: mapping-network learning-rate multiplier (not stored in files; 0.01 for
             every released StyleGAN2).
+        entry: the key of the generator's state dict in the file; ``None``: the file is
+            the state dict itself (StyleHEAT's ``StyleGAN_e4e.pth``, no ``latent_avg``).
 
     Returns:
         ``(generator in eval mode without grads, latent_avg (style_dim,) float32)``.
@@ -718,9 +739,12 @@ def load_generator(
     """
     path = Path(path)
     ckpt = _read(path)
-    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("g_ema"), Mapping):
-        raise InputError(f"{path}: not {_EXPECTED}: no 'g_ema' state dict")
-    state = ckpt["g_ema"]
+    if entry is None and isinstance(ckpt, Mapping):
+        ckpt = {"g_ema": ckpt}  # a bare state dict
+        entry = "g_ema"
+    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get(entry), Mapping):
+        raise InputError(f"{path}: not {_EXPECTED}: no {entry!r} state dict")
+    state = ckpt[entry]
     if not all(isinstance(v, Tensor) for v in state.values()):
         raise InputError(f"{path}: not {_EXPECTED}: 'g_ema' holds non-tensor values")
     cfg = config_from_state_dict(state, str(path))
