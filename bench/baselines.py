@@ -71,7 +71,7 @@ def _pirenderer(tmp: Path) -> None:
     t1 = time.perf_counter()
     extract_coeffs(frames, lms, net=m.recon, batch_size=n)
     t2 = time.perf_counter()
-    m._render(torch.zeros(1, 3, 256, 256), list(descriptors(seeded_rows(1, n))))
+    m.render(torch.zeros(1, 3, 256, 256), list(descriptors(seeded_rows(1, n))))
     t3 = time.perf_counter()
     print(
         f"pirenderer 256², batch {n}: landmarks {n / (t1 - t0):.1f}, extraction "

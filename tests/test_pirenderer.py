@@ -340,7 +340,7 @@ def test_adapter_streams_with_window_look_ahead(
         return np.zeros((len(desc), 256, 256, 3), np.uint8)
 
     monkeypatch.setattr(m, "rows", fake_rows)
-    monkeypatch.setattr(m, "_render", fake_render)
+    monkeypatch.setattr(m, "render", fake_render)
     frames = _Counted([np.full((256, 256, 3), i, np.uint8) for i in range(num)])
     ahead = [frames.pulled - 1 - i for i, _ in enumerate(m.reenact(source_image(), frames))]
     assert len(ahead) == num
@@ -524,7 +524,7 @@ def test_coefficients_persist_in_the_run_directory(
     its frames (L1 per frame) are identical."""
     import json
 
-    import reenactbench.baselines.pirenderer.adapter as adapter
+    import reenactbench.baselines.pirenderer.driven as adapter
 
     extracted: list[int] = []
     real = adapter.extract_coeffs
@@ -580,7 +580,7 @@ def test_driving_coeffs_replace_extraction(
             seeded_rows(2, 1) if what == "source" else PIRendererMethod.rows(m, f, i, what)
         ),
     )
-    monkeypatch.setattr(m, "_render", lambda src, desc: (seen.extend(desc), np.zeros(
+    monkeypatch.setattr(m, "render", lambda src, desc: (seen.extend(desc), np.zeros(
         (len(desc), 256, 256, 3), np.uint8))[1])  # fmt: skip
     blank = [np.zeros((256, 256, 3), np.uint8)] * 6  # no face: extraction would fail
     assert len(list(m.reenact(source_image(), iter(blank)))) == 6
@@ -640,9 +640,10 @@ def test_coefficients_are_extracted_once_per_distinct_frame(
     method_weights: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A robustness run drives 5 sources with one video: its rows are extracted once."""
-    import reenactbench.baselines.pirenderer.adapter as adapter
+    import reenactbench.baselines.pirenderer.driven as adapter
+    from reenactbench.baselines.pirenderer.adapter import PIRendererMethod
 
-    m = adapter.PIRendererMethod(weights=method_weights)
+    m = PIRendererMethod(weights=method_weights)
     points = np.random.default_rng(0).uniform(80, 180, (68, 2)).astype(np.float32)
     monkeypatch.setattr(adapter, "landmarks_68", lambda f: None if f.max() == 0 else points)
     extracted: list[int] = []
