@@ -18,7 +18,7 @@ import numpy as np
 
 from reenactbench.data.dataset import VideoRecord
 from reenactbench.errors import InputError, MethodError, ReenactbenchError
-from reenactbench.methods import Method, check_output_frame
+from reenactbench.methods import Method, check_output_frame, input_resolution
 from reenactbench.metrics.base import JobPart
 from reenactbench.protocol import Pair
 from reenactbench.scoring import JobScorer
@@ -122,7 +122,7 @@ def run_job(
         MethodError: the method broke the adapter contract (frame count, shape, dtype).
         InputError: the driving video gave fewer than ``n_frames`` frames.
     """
-    res = method.resolution
+    res = input_resolution(method)
     truth: deque[np.ndarray] = deque()
     path = videos[pair.driving].path
 

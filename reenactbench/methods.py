@@ -35,6 +35,7 @@ __all__ = [
     "method_info",
     "load_method",
     "check_options",
+    "input_resolution",
     "method_options",
     "check_output_frame",
 ]
@@ -197,6 +198,14 @@ def check_options(cls: type, options: dict[str, Any]) -> None:
         raise MethodError(
             f"method {cls.name!r}: bad options {sorted(options)} ({e}); its options: {known}"
         ) from None
+
+
+def input_resolution(method: object) -> int:
+    """The side frames are given to ``method`` at: its optional ``input_resolution``
+    attribute (a method whose networks read smaller frames than it writes, e.g. StyleHEAT:
+    256 in, 1024 out, so frames are not upsampled only to be shrunk again), else its
+    ``resolution``."""
+    return int(getattr(method, "input_resolution", None) or method.resolution)  # type: ignore[attr-defined]
 
 
 def check_output_frame(frame: object, method: Method) -> np.ndarray:

@@ -10,7 +10,13 @@ import numpy as np
 
 from reenactbench.errors import InputError, MethodError
 from reenactbench.job import announce_inputs
-from reenactbench.methods import check_options, check_output_frame, load_method, method_class
+from reenactbench.methods import (
+    check_options,
+    check_output_frame,
+    input_resolution,
+    load_method,
+    method_class,
+)
 from reenactbench.video import IMAGE_SUFFIXES, iter_frames, probe, read_image, resize, write_video
 
 __all__ = ["reenact_file"]
@@ -66,7 +72,7 @@ def reenact_file(
             )
     method = load_method(method_name, device=device, weights=weights, **options)
     announce_inputs(method, Path(source), 0, Path(driving))
-    res = method.resolution
+    res = input_resolution(method)
     src = resize(src, res)
     total = min(info.n_frames, max_frames) if max_frames else info.n_frames
 

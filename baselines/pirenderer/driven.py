@@ -78,10 +78,11 @@ def read_rows(path: Path) -> tuple[np.ndarray, Path]:
 
 
 class CoeffDrivenMethod:
-    """Base of the coefficient-driven adapters. A subclass sets ``name``, ``resolution``,
-    ``weights`` (its own plus ``deep3d-recon``) and implements :meth:`prepare_source`
-    and :meth:`render`; frames reach them at the class's ``resolution`` and coefficients
-    are extracted at :data:`COEFF_RES` (frames resized with the shared resize).
+    """Base of the coefficient-driven adapters. A subclass sets ``name``, ``resolution``
+    (of its output), ``weights`` (its own plus ``deep3d-recon``) and implements
+    :meth:`prepare_source` and :meth:`render`. Frames come in at :data:`COEFF_RES` (the
+    class's ``input_resolution``, or its ``resolution`` when that is 256), where
+    coefficients are extracted.
 
     Args:
         device: torch device.
@@ -95,6 +96,7 @@ class CoeffDrivenMethod:
 
     name: ClassVar[str]
     resolution: int
+    input_resolution: int = COEFF_RES
     weights: ClassVar[tuple[str, ...]]
 
     def __init__(
@@ -139,16 +141,12 @@ class CoeffDrivenMethod:
 
     # ------------------------------------------------------------------ subclass API
     def prepare_source(self, source: np.ndarray) -> Any:
-        """What :meth:`render` needs of the ``(resolution, resolution, 3)`` source."""
+        """What :meth:`render` needs of the ``(256, 256, 3)`` source."""
         raise NotImplementedError
 
     def render(self, state: Any, desc: list[np.ndarray]) -> np.ndarray:
         """``(B, resolution, resolution, 3) uint8`` frames of ``(73, 27)`` descriptors."""
         raise NotImplementedError
-
-    def to_coeff_frames(self, frames: np.ndarray) -> np.ndarray:
-        """Frames at :data:`COEFF_RES` for extraction (identity at 256)."""
-        return frames
 
     # ------------------------------------------------------------------------ rows
     def _given_landmarks(self, index: int | None) -> np.ndarray | None:
@@ -160,7 +158,7 @@ class CoeffDrivenMethod:
         return sidecar_landmarks(driving[index], COEFF_RES)
 
     def check(self, frame: np.ndarray, what: str) -> np.ndarray:
-        r = self.resolution
+        r = self.input_resolution
         frame = np.asarray(frame)
         if frame.shape != (r, r, 3) or frame.dtype != np.uint8:
             raise InputError(
@@ -218,7 +216,7 @@ class CoeffDrivenMethod:
         """Animate ``source`` with the coefficients of ``driving``.
 
         Args:
-            source: ``(resolution, resolution, 3) uint8`` RGB.
+            source: ``(256, 256, 3) uint8`` RGB (``input_resolution``).
             driving: frames of the same shape, streamed.
 
         Yields:
@@ -231,10 +229,10 @@ class CoeffDrivenMethod:
 
     def _reenact(self, source: np.ndarray, driving: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         source = self.check(source, "source")
-        src_rows = self.rows(self.to_coeff_frames(source[None]), what="source")
+        src_rows = self.rows(source[None], what="source")
         state = self.prepare_source(source)
         chunks = (
-            self.to_coeff_frames(np.stack([self.check(f, "driving frame") for f in c]))
+            np.stack([self.check(f, "driving frame") for f in c])
             for c in batched(driving, self.batch_size)
         )
         if self.crop_norm:
