@@ -1,6 +1,7 @@
-"""FOMM and LIA frames/s at 256x256 on this machine, batch 1 and 8, and PIRenderer per stage
-(landmarks, extraction, rendering) at batch 8, with seeded weights in the official layouts
-(speed does not depend on the weight values).
+"""FOMM and LIA frames/s at 256x256 on this machine, batch 1 and 8, PIRenderer per stage
+(landmarks, extraction, rendering) at batch 8, and StyleHEAT (source inversion per job,
+1024² rendering per frame, batch 1 and 4, peak memory), with seeded weights in the
+official layouts (speed does not depend on the weight values).
 
     python bench/baselines.py
 """
@@ -44,6 +45,7 @@ def main() -> None:
                 n = sum(1 for _ in method.reenact(frames[0], frames))
                 print(f"{name} 256², batch {batch}: {n / (time.perf_counter() - t0):.2f} frames/s")
         _pirenderer(Path(tmp))
+        _styleheat(Path(tmp))
 
 
 def _pirenderer(tmp: Path) -> None:
@@ -76,6 +78,50 @@ def _pirenderer(tmp: Path) -> None:
     print(
         f"pirenderer 256², batch {n}: landmarks {n / (t1 - t0):.1f}, extraction "
         f"{n / (t2 - t1):.2f}, rendering {n / (t3 - t2):.2f} frames/s"
+    )
+
+
+def _styleheat(tmp: Path) -> None:
+    """StyleHEAT: inversion of one source, then rendering at 1024² (batch 1 and 4)."""
+    import resource
+
+    from reenactbench.baselines.pirenderer.descriptor import descriptors
+    from reenactbench.baselines.pirenderer.model import to_input
+    from reenactbench.baselines.styleheat.model import load_model
+
+    from tests.test_pirenderer import seeded_rows, source_image
+    from tests.test_stylegan2 import seeded_checkpoint
+    from tests.test_styleheat_calibration import seeded_styleheat_checkpoint
+    from tests.test_styleheat_inversion import seeded_e4e_checkpoint, seeded_hfgi_checkpoint
+
+    files = {
+        "styleheat": seeded_styleheat_checkpoint(0),
+        "styleheat-e4e": seeded_e4e_checkpoint(0),
+        "styleheat-hfgi": seeded_hfgi_checkpoint(0),
+        "styleheat-stylegan": seeded_checkpoint(0, size=1024, n_mlp=8, style_dim=512)["g_ema"],
+    }
+    for name, obj in files.items():
+        torch.save(obj, tmp / f"{name}.pt")
+    del files
+    model = load_model({name: tmp / f"{name}.pt" for name in (
+        "styleheat", "styleheat-e4e", "styleheat-hfgi", "styleheat-stylegan")})  # fmt: skip
+    x = to_input(source_image()[None])
+    model.invert(x)  # warm-up
+    t0 = time.perf_counter()
+    inv = model.invert(x)
+    t1 = time.perf_counter()
+    desc = torch.from_numpy(descriptors(seeded_rows(1, 8), None))
+    rates = []
+    for batch in (1, 4):
+        model(inv, desc[:batch])  # warm-up
+        t = time.perf_counter()
+        for lo in range(0, 8, batch):
+            model(inv, desc[lo : lo + batch])
+        rates.append(f"batch {batch} {8 / (time.perf_counter() - t):.2f}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(
+        f"styleheat 1024²: inversion {t1 - t0:.2f} s per source, rendering "
+        f"{', '.join(rates)} frames/s; peak RSS of the whole script {peak:.1f} GiB"
     )
 
 

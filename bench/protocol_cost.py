@@ -12,9 +12,8 @@ per method = frames x (decode + method + the table's metrics) + per-video costs 
 hybrid method's CMA) + the pooled Frechet distances. Every network runs on seeded random
 weights in its official layout (speed does not depend on the values); the FVD detector
 is an Inception-I3D of the real architecture (bench/i3d_arch.py) unless ``--i3d FILE``
-gives the real one. Methods without an adapter yet (PIRenderer, FS-Vid2Vid, StyleHEAT)
-are listed as not measured. One GPU serves one rank: divide by the number of GPUs for a
-torchrun run (jobs shard evenly).
+gives the real one. FS-Vid2Vid (no adapter yet) is listed as not measured. One GPU serves
+one rank: divide by the number of GPUs for a torchrun run (jobs shard evenly).
 
     python bench/protocol_cost.py --data .cache/demo-data            # CPU, ~5 min on 2 cores
     python bench/protocol_cost.py --data DATA --device cuda --batch 32 [--dtype bf16]
@@ -48,9 +47,9 @@ TABLES = {
     "Table 2 (cross-id)": (37_500, 75, ["fid", "fvd", "fvd_mouth", "temporal"], 3),
     "Table 3 (robustness)": (12_500, 25, ["lpips", "id", "fid", "fvd", "l1"], 2),
 }  # fmt: skip  (frames, videos, metrics, pooled Frechet distances)
-#: The paper's six methods: these three have adapters, the others not yet.
-PAPER_METHODS = ("hybrid", "fomm", "lia")
-NOT_MEASURED = {"pirenderer": "issue 13", "fs-vid2vid": "issue 15", "styleheat": "issue 14"}
+#: The paper's six methods: these five have adapters, FS-Vid2Vid not yet.
+PAPER_METHODS = ("hybrid", "fomm", "lia", "pirenderer", "styleheat")
+NOT_MEASURED = {"fs-vid2vid": "issue 15"}
 
 
 def _sync(device: str) -> None:
@@ -79,13 +78,25 @@ def _faces(data: Path, n: int) -> np.ndarray:
 
 
 def seeded_weights(tmp: Path) -> dict[str, Path]:
+    from tests.test_deep3d import seeded_checkpoint as deep3d_checkpoint
     from tests.test_fomm import seeded_checkpoint
     from tests.test_irse50 import seeded_state_dict as irse50_state
     from tests.test_lia import seeded_state_dict as lia_state
     from tests.test_metric_fid import seeded_inception_state
     from tests.test_metric_lpips import seeded_alexnet_state
+    from tests.test_pirenderer import seeded_checkpoint as pirenderer_checkpoint
+    from tests.test_stylegan2 import seeded_checkpoint as stylegan_checkpoint
+    from tests.test_styleheat_calibration import seeded_styleheat_checkpoint
+    from tests.test_styleheat_inversion import seeded_e4e_checkpoint, seeded_hfgi_checkpoint
 
+    sg = stylegan_checkpoint(0, size=1024, style_dim=512, n_mlp=8)["g_ema"]
     files = {
+        "pirenderer-vox": (pirenderer_checkpoint(0), "pirenderer.pt"),
+        "deep3d-recon": (deep3d_checkpoint(0), "epoch_20.pth"),
+        "styleheat": (seeded_styleheat_checkpoint(0), "StyleHEAT_visual.pt"),
+        "styleheat-e4e": (seeded_e4e_checkpoint(0), "Encoder_e4e.pth"),
+        "styleheat-hfgi": (seeded_hfgi_checkpoint(0), "hfgi.pth"),
+        "styleheat-stylegan": (sg, "StyleGAN_e4e.pth"),
         "fomm-vox": (seeded_checkpoint(), "vox-cpk.pth.tar"),
         "lia-vox": ({"gen": lia_state(0)}, "vox.pt"),
         "lpips-alex": (seeded_alexnet_state(), "alexnet-owt-7be5be79.pth"),
@@ -118,13 +129,15 @@ def hybrid_checkpoint(tmp: Path) -> Path:
 
 def method_costs(args, weights, faces, tmp) -> dict[str, dict[str, float]]:
     """Seconds per frame of each method (and CMA seconds per video for hybrid)."""
-    from reenactbench.methods import load_method
+    from reenactbench.methods import input_resolution, load_method
 
     runs = {
         "static": ("static", {}),
         "fomm": ("fomm", {"batch_size": args.batch, "dtype": args.dtype}),
         "lia": ("lia", {"batch_size": args.batch, "dtype": args.dtype}),
         "landmark-warp": ("landmark-warp", {}),
+        "pirenderer": ("pirenderer", {"batch_size": args.batch, "dtype": args.dtype}),
+        "styleheat": ("styleheat", {"batch_size": args.batch // 2 or 1, "dtype": args.dtype}),
     }
     ckpt = hybrid_checkpoint(tmp) if not args.skip_hybrid else None
     if ckpt is not None:
@@ -135,8 +148,8 @@ def method_costs(args, weights, faces, tmp) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for label, (name, options) in runs.items():
         method = load_method(name, device=args.device, weights=weights, **options)
-        r = method.resolution
-        frames = [np.ascontiguousarray(np.array(_resize(f, r))) for f in faces[: args.frames]]
+        r, r_in = method.resolution, input_resolution(method)
+        frames = [np.ascontiguousarray(np.array(_resize(f, r_in))) for f in faces[: args.frames]]
         n = len(frames) if r <= 256 else max(2, len(frames) // 4)
         sec = _per_frame(lambda m=method, fr=frames[:n]: sum(1 for _ in m.reenact(fr[0], fr)),
                          args.device, repeats=1 if r > 256 else 2)  # fmt: skip

@@ -17,6 +17,10 @@ encode``, no audio, no editing):
    ``i = 7, 9, ...`` below ``len(r)`` (upstream's generator indices: 7 is the first conv of
    the 64² block, 9 of 128², ...), through the shared generator's ``feature_hook``.
 
+No noise: StyleHEAT's StyleGAN2 copy disables noise injection (its ``NoiseInjection.forward``
+returns the input; the ``weight * noise`` line is commented out), so synthesis here runs
+with ``noise="none"`` although the file holds noise strengths and buffers (loaded, unused).
+
 Upstream also renders a ``video_warp_image`` (synthesis without calibration) that its
 inference never writes; it is not computed here. Output: the 1024² image clamped to
 ``[-1, 1]`` (``F.interpolate`` to ``imsize=1024`` is the identity), converted as upstream's
@@ -101,14 +105,14 @@ class StyleHEAT(nn.Module):
                 out = out * (1 + refine[i - 1]) + refine[i]
             return out
 
-        return self.generator.synthesis(wx, noise="const", feature_hook=hook)
+        return self.generator.synthesis(wx, noise="none", feature_hook=hook)
 
     @torch.no_grad()
     def invert(self, x: Tensor) -> Inversion:
         """``x``: ``(1, 3, H, W)`` in ``[-1, 1]`` (resized to 256² bilinearly, as upstream)."""
         x = _to256(x)
         wx = self.e4e(x)
-        ix = _to256(self.generator.synthesis(wx, noise="const").clamp(-1, 1))
+        ix = _to256(self.generator.synthesis(wx, noise="none").clamp(-1, 1))
         condition = self.encoder(self.aligner(torch.cat([x - ix, ix], 1)))
         c0, c1 = condition[0], condition[1]
         kept: list[Tensor] = []
