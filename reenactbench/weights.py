@@ -220,14 +220,17 @@ WEIGHTS: dict[str, WeightSpec] = {
             "styleheat",
         ),
         WeightSpec(
-            "fsvid2vid",
-            "fs_vid2vid_face.pt",
+            "fs-vid2vid-face",
+            "ampO1-1F_22ctFmo553nRHy1d_BX7aorc9zk9cF.pt",
             None,
             None,
-            "https://github.com/NVlabs/imaginaire/tree/master/projects/fs_vid2vid",
-            "Nvidia Source Code License-NC (imaginaire)",
-            "torch pickle dict (imaginaire checkpoint)",
-            "fsvid2vid",
+            "imaginaire's inference.py downloads it (Google Drive id"
+            " 1F_22ctFmo553nRHy1d_BX7aorc9zk9cF, pretrained_weight of"
+            " configs/projects/fs_vid2vid/face_forensics/ampO1.yaml;"
+            " https://github.com/NVlabs/imaginaire/tree/master/projects/fs_vid2vid)",
+            "NVIDIA Source Code License for Imaginaire (non-commercial)",
+            "torch pickle dict: net_G (module.averaged_model.* read, strict), net_D, opt_G, ...",
+            "fs-vid2vid",
         ),
         WeightSpec(
             "hybrid-hdtf",

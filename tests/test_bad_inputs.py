@@ -42,6 +42,11 @@ def evil(tmp_path: Path) -> tuple[Path, Path]:
 
 def _loaders() -> dict[str, object]:
     """Weight name -> a call that loads a file as that weight (None: no loader yet)."""
+    from reenactbench.baselines.pirenderer.model import load_pirenderer
+    from reenactbench.baselines.styleheat.calibration import load_styleheat
+    from reenactbench.baselines.styleheat.inversion import load_e4e, load_hfgi
+
+    from reenactbench.faces.deep3d import load_recon_net
     from reenactbench.methods import load_method
     from reenactbench.metrics.fvd import load_i3d
     from reenactbench.metrics.inception import load_fid_inception
@@ -61,10 +66,13 @@ def _loaders() -> dict[str, object]:
         "stylegan2-ffhq": load_generator,
         "fomm-vox": method("fomm", "fomm-vox"),
         "lia-vox": method("lia", "lia-vox"),
-        "pirenderer-vox": None,  # no adapter yet (issue 13)
-        "deep3d-recon": None,
-        "styleheat": None,
-        "fsvid2vid": None,
+        "pirenderer-vox": load_pirenderer,
+        "deep3d-recon": load_recon_net,
+        "styleheat": load_styleheat,
+        "styleheat-e4e": load_e4e,
+        "styleheat-hfgi": load_hfgi,
+        "styleheat-stylegan": lambda p: load_generator(p, entry=None),
+        "fs-vid2vid-face": None,  # no adapter yet (issue 15)
         "hybrid-hdtf": method("hybrid", "hybrid-hdtf"),
         "hybrid-hdtf-no-idreg": method("hybrid-no-idreg", "hybrid-hdtf-no-idreg"),
         "hybrid-hdtf-no-hybrid": method("hybrid-no-hybrid", "hybrid-hdtf-no-hybrid"),

@@ -78,7 +78,7 @@ def test_pinned_cells() -> None:
     fomm_l1 = _cell("table1_same_id", "fomm", "l1")
     assert (fomm_l1["printed"], fomm_l1["rank"], fomm_l1["resolution"]) == ("2.37", "second", "256")
     assert _cell("table1_same_id", "hybrid", "id")["rank"] == "second"  # underlined 0.097
-    assert _cell("table1_same_id", "fsvid2vid", "fvd")["printed"] == "255.0"
+    assert _cell("table1_same_id", "fs-vid2vid", "fvd")["printed"] == "255.0"
     assert _cell("table1_same_id", "hybrid-no-hybrid", "gaze_corr")["printed"] == "0.798"
     assert _cell("table2_cross_id", "fomm", "fvd")["printed"] == "529.4"
     assert _cell("table2_cross_id", "hybrid", "au_gaze_corr")["printed"] == "0.718"

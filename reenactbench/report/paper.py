@@ -42,7 +42,7 @@ PAPER_LABELS: dict[str, str] = {
     "fomm": "FOMM",
     "pirenderer": "PIRenderer",
     "lia": "LIA",
-    "fsvid2vid": "FS-Vid2Vid",
+    "fs-vid2vid": "FS-Vid2Vid",
     "styleheat": "StyleHEAT",
     "hybrid": "Ours",
     "hybrid-no-idreg": "Ours w/o ID reg",
