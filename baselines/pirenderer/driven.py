@@ -32,7 +32,7 @@ from reenactbench.batching import batched
 from reenactbench.errors import InputError, MethodError
 from reenactbench.faces import detect_landmarks, faces_unavailable
 from reenactbench.faces.deep3d import extract_coeffs, load_recon_net
-from reenactbench.faces.sidecar import sidecar_landmarks
+from reenactbench.faces.sidecar import SidecarInputs
 from reenactbench.metrics.framecache import FrameCache
 from reenactbench.nn.precision import autocast, check_dtype
 from reenactbench.weights import weight_path
@@ -77,7 +77,7 @@ def read_rows(path: Path) -> tuple[np.ndarray, Path]:
     return rows.astype(np.float32), path
 
 
-class CoeffDrivenMethod:
+class CoeffDrivenMethod(SidecarInputs):
     """Base of the coefficient-driven adapters. A subclass sets ``name``, ``resolution``
     (of its output), ``weights`` (its own plus ``deep3d-recon``) and implements
     :meth:`prepare_source` and :meth:`render`. Frames come in at :data:`COEFF_RES` (the
@@ -116,7 +116,6 @@ class CoeffDrivenMethod:
             )
         self.device, self.batch_size, self.crop_norm = torch.device(device), batch_size, crop_norm
         self.dtype = check_dtype(dtype, f"method {self.name!r}")
-        self._files: tuple[Path | None, list[Path] | None] = (None, None)  # set_inputs
         self._detected = FrameCache(lambda f: self._extract(f, [None] * len(f)), 20_000)
         self.given_rows = None if driving_coeffs is None else read_rows(Path(driving_coeffs))
         self.recon = load_recon_net(weight_path("deep3d-recon", weights), self.device)
@@ -127,12 +126,6 @@ class CoeffDrivenMethod:
         return faces_unavailable()
 
     # ------------------------------------------------------------- the optional hooks
-    def set_inputs(self, source: Path | None, driving: list[Path] | None) -> None:
-        """The files of the next job's frames (docs/adapters.md): a ``<frame>.txt`` beside a
-        frame image holds its landmarks (:mod:`reenactbench.faces.sidecar`), used instead
-        of detecting them."""
-        self._files = (source, driving)
-
     def set_cache_dir(self, folder: Path) -> None:
         """Keep the rows of detected frames in ``folder`` (docs/adapters.md; ``run`` passes
         a folder of its run directory keyed by this method's config): a later command on
@@ -149,14 +142,6 @@ class CoeffDrivenMethod:
         raise NotImplementedError
 
     # ------------------------------------------------------------------------ rows
-    def _given_landmarks(self, index: int | None) -> np.ndarray | None:
-        source, driving = self._files
-        if index is None:
-            return sidecar_landmarks(source, COEFF_RES)
-        if driving is None or index >= len(driving):
-            return None
-        return sidecar_landmarks(driving[index], COEFF_RES)
-
     def check(self, frame: np.ndarray, what: str) -> np.ndarray:
         r = self.input_resolution
         frame = np.asarray(frame)
@@ -183,7 +168,7 @@ class CoeffDrivenMethod:
                     f"frames (frame {first_index + len(frames) - 1}); give one row per frame"
                 )
             return rows[first_index : first_index + len(frames)]
-        given = [self._given_landmarks(first_index + k if what == "driving" else None)
+        given = [self.given_landmarks(first_index + k if what == "driving" else None, COEFF_RES)
                  for k in range(len(frames))]  # fmt: skip
         if all(lm is None for lm in given):  # detected: the same frame gives the same row
             rows = self._detected(np.asarray(frames)).astype(np.float32)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from reenactbench.errors import InputError
 
-__all__ = ["read_landmarks_txt", "sidecar_landmarks"]
+__all__ = ["SidecarInputs", "read_landmarks_txt", "sidecar_landmarks"]
 
 _SEP = re.compile(r"[\s,]+")
 
@@ -53,3 +53,31 @@ def sidecar_landmarks(frame: Path | None, size: int) -> np.ndarray | None:
     with Image.open(frame) as im:
         w, h = im.size
     return points * np.array([size / w, size / h], dtype=np.float32)
+
+
+class SidecarInputs:
+    """Mixin of the adapters that read landmark sidecars: the optional ``set_inputs`` hook
+    (docs/adapters.md) records the next job's image files, :meth:`given_landmarks` reads
+    the sidecar of one of them."""
+
+    _files: tuple[Path | None, list[Path] | None] = (None, None)
+
+    def set_inputs(self, source: Path | None, driving: list[Path] | None) -> None:
+        """The files of the next job's frames (``None`` for a video file): a
+        ``<frame>.txt`` beside a frame image holds its landmarks, used instead of
+        detecting them."""
+        self._files = (source, driving)
+
+    def given_landmarks(self, index: int | None, size: int) -> np.ndarray | None:
+        """The sidecar points of driving frame ``index`` (``None``: the source frame),
+        scaled to a ``size`` x ``size`` frame, or ``None`` (no file, or a video input).
+
+        Raises:
+            InputError: a sidecar that is not 136 finite numbers (names the file).
+        """
+        source, driving = self._files
+        if index is None:
+            return sidecar_landmarks(source, size)
+        if driving is None or index >= len(driving):
+            return None
+        return sidecar_landmarks(driving[index], size)
