@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: on this kind of machine that release lies on disk (fast install)
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[faces,insightface,dev,mediapipe]'
+	$(PY) -m pip install -q -e '.[faces,insightface,dev,mediapipe,fsvid2vid]'
 	# MediaPipe's legacy FaceMesh (temporal backend `mediapipe`, models in the wheel): --no-deps,
 	# its metadata pins protobuf<5 (onnx needs >=6.31) and pulls jax and opencv-contrib; the
 	# [mediapipe] extra above holds what FaceMesh needs (protobuf<7).

@@ -304,7 +304,7 @@ def methods() -> None:
     """List registered methods and whether they can run here."""
     from reenactbench.methods import method_info, registered_methods
 
-    table = _Rows("method", "resolution", "weights", "status", "class")
+    table = _Rows("method", "resolution", "weights", "status", "licence", "class")
     for name in registered_methods():
         info = method_info(name)
         status = (
@@ -312,9 +312,8 @@ def methods() -> None:
             if not info.unavailable
             else f"[red]{escape(info.unavailable)}[/red]"
         )
-        table.add_row(
-            name, str(info.resolution), ", ".join(info.weights) or "-", status, info.target
-        )
+        weights = ", ".join(info.weights) or "-"
+        table.add_row(name, str(info.resolution), weights, status, info.license, info.target)
     _show(table)
 
 

@@ -118,6 +118,7 @@ class MethodInfo:
     resolution: int
     weights: tuple[str, ...]
     unavailable: str | None  #: why it cannot run here (dependency or weights), or None
+    license: str = "-"  #: the class's ``license``, else its weights' licences
 
 
 def method_info(name_or_path: str) -> MethodInfo:
@@ -131,7 +132,20 @@ def method_info(name_or_path: str) -> MethodInfo:
     reason = check() if callable(check) else None
     if reason is None:
         reason = _missing_weights(tuple(cls.weights))
-    return MethodInfo(cls.name, target, int(cls.resolution), tuple(cls.weights), reason)
+    return MethodInfo(
+        cls.name, target, int(cls.resolution), tuple(cls.weights), reason, _license(cls)
+    )
+
+
+def _license(cls: type) -> str:
+    """The class's ``license`` attribute, else the licences of its weights (registry)."""
+    own = getattr(cls, "license", None)
+    if own:
+        return str(own)
+    from reenactbench.weights import WEIGHTS
+
+    found = dict.fromkeys(WEIGHTS[w].license for w in cls.weights if w in WEIGHTS)
+    return "; ".join(found) or "-"
 
 
 def _missing_weights(names: tuple[str, ...]) -> str | None:

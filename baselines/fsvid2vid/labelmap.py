@@ -394,6 +394,9 @@ class FaceLabelStream:
         ref_landmarks: ``(68, 2)`` raw points of the reference frame (resized frame).
         image_hw: ``(H, W)`` of the resized *driving* frames (canvas and crop clamp).
         output_hw: crop size, upstream 512x512.
+        crop: ``"face"`` (upstream's boxes, :func:`face_crop_box`) or ``"frame"`` (both boxes
+            are the whole frame: the crop is only the resize to ``output_hw``, so outputs
+            stay aligned with the input frames).
 
     Attributes:
         ref_box: crop box of the reference image (:func:`face_crop_box`).
@@ -412,12 +415,16 @@ class FaceLabelStream:
         output_hw: Sequence[int] = OUTPUT_SIZE,
         momentum: float = NORMALIZE_MOMENTUM,
         smooth_kernel_size: int = SMOOTH_KERNEL_SIZE,
+        crop: str = "face",
     ) -> None:
+        if crop not in ("face", "frame"):
+            raise ValueError(f'crop must be "face" or "frame", got {crop!r}')
         ref = np.asarray(ref_landmarks, dtype=np.float64)
         self.image_hw = (int(image_hw[0]), int(image_hw[1]))
         self.output_hw = (int(output_hw[0]), int(output_hw[1]))
+        self.crop = crop
         self.normalizer = KeypointNormalizer(ref, momentum, smooth_kernel_size)
-        self.ref_box = face_crop_box(ref, self.image_hw)
+        self.ref_box = self._box(ref)
         label = torch.from_numpy(render_label_map(ref[None], self.image_hw))
         self.few_shot_label = crop_face(label, self.ref_box, self.output_hw)
         self.box: tuple[int, int, int, int] | None = None
@@ -425,7 +432,12 @@ class FaceLabelStream:
     def __call__(self, landmarks: np.ndarray) -> torch.Tensor:
         raw = np.asarray(landmarks, dtype=np.float64)
         if self.box is None:
-            self.box = face_crop_box(raw, self.image_hw)
+            self.box = self._box(raw)
         points = self.normalizer(raw)
         label = torch.from_numpy(render_label_map(points[None], self.image_hw))
         return crop_face(label, self.box, self.output_hw)
+
+    def _box(self, points: np.ndarray) -> tuple[int, int, int, int]:
+        if self.crop == "frame":
+            return (0, self.image_hw[0], 0, self.image_hw[1])
+        return face_crop_box(points, self.image_hw)

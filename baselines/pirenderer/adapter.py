@@ -55,6 +55,7 @@ class PIRendererMethod(CoeffDrivenMethod):
     name: ClassVar[str] = "pirenderer"
     resolution: int = 256
     weights: ClassVar[tuple[str, ...]] = ("pirenderer-vox", "deep3d-recon")
+    license: ClassVar[str] = "CC BY-NC 4.0 (PIRender); MIT (Deep3DFaceRecon)"
 
     def __init__(
         self,

@@ -63,6 +63,10 @@ class StyleHEATMethod(CoeffDrivenMethod):
     weights: ClassVar[tuple[str, ...]] = (
         "styleheat", "styleheat-e4e", "styleheat-hfgi", "styleheat-stylegan", "deep3d-recon",
     )  # fmt: skip
+    license: ClassVar[str] = (
+        "MIT (StyleHEAT, e4e, HFGI, Deep3DFaceRecon); FFHQ StyleGAN2 weights: NVIDIA "
+        "Source Code License-NC"
+    )
 
     def __init__(
         self,
