@@ -1,7 +1,8 @@
 """FOMM and LIA frames/s at 256x256 on this machine, batch 1 and 8, PIRenderer per stage
-(landmarks, extraction, rendering) at batch 8, and StyleHEAT (source inversion per job,
-1024² rendering per frame, batch 1 and 4, peak memory), with seeded weights in the
-official layouts (speed does not depend on the weight values).
+(landmarks, extraction, rendering) at batch 8, StyleHEAT (source inversion per job,
+1024² rendering per frame, batch 1 and 4) and FS-Vid2Vid (labels and the 512² generator,
+frame by frame), with seeded weights in the official layouts (speed does not depend on
+the weight values).
 
     python bench/baselines.py
 """
@@ -46,6 +47,7 @@ def main() -> None:
                 print(f"{name} 256², batch {batch}: {n / (time.perf_counter() - t0):.2f} frames/s")
         _pirenderer(Path(tmp))
         _styleheat(Path(tmp))
+        _fsvid2vid(Path(tmp))
 
 
 def _pirenderer(tmp: Path) -> None:
@@ -123,6 +125,32 @@ def _styleheat(tmp: Path) -> None:
         f"styleheat 1024²: inversion {t1 - t0:.2f} s per source, rendering "
         f"{', '.join(rates)} frames/s; peak RSS of the whole script {peak:.1f} GiB"
     )
+
+
+def _fsvid2vid(tmp: Path) -> None:
+    """FS-Vid2Vid at 512²: the label pipeline and the generator, 8 frames in sequence."""
+    from reenactbench.baselines.fsvid2vid.labelmap import FaceLabelStream
+    from reenactbench.baselines.fsvid2vid.layers import concat_frames
+    from reenactbench.baselines.fsvid2vid.model import load_fsvid2vid
+
+    from tests.test_fsvid2vid_labelmap import FIXTURE
+    from tests.test_fsvid2vid_model import seeded_checkpoint
+
+    torch.save(seeded_checkpoint(0), tmp / "fsv.pt")
+    net = load_fsvid2vid(tmp / "fsv.pt")
+    pts = np.load(FIXTURE)["landmarks_json"].astype(np.float64) * (1024 / 480)
+    t0 = time.perf_counter()
+    stream = FaceLabelStream(pts[0], (1024, 1024), crop="frame")
+    labels = [stream(pts[i % len(pts)]) for i in range(8)]
+    t1 = time.perf_counter()
+    ref_l, ref_i = stream.few_shot_label[:, None], torch.zeros(1, 1, 3, 512, 512)
+    prev_l = prev_i = None
+    with torch.no_grad():
+        for label in labels:
+            fake = net(label, ref_l, ref_i, prev_l, prev_i)["fake_images"]
+            prev_l, prev_i = concat_frames(prev_l, label, 1), concat_frames(prev_i, fake, 1)
+    t2 = time.perf_counter()
+    print(f"fs-vid2vid 512²: labels {8 / (t1 - t0):.1f}, generator {8 / (t2 - t1):.2f} frames/s")
 
 
 if __name__ == "__main__":

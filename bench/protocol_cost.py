@@ -12,8 +12,8 @@ per method = frames x (decode + method + the table's metrics) + per-video costs 
 hybrid method's CMA) + the pooled Frechet distances. Every network runs on seeded random
 weights in its official layout (speed does not depend on the values); the FVD detector
 is an Inception-I3D of the real architecture (bench/i3d_arch.py) unless ``--i3d FILE``
-gives the real one. FS-Vid2Vid (no adapter yet) is listed as not measured. One GPU serves
-one rank: divide by the number of GPUs for a torchrun run (jobs shard evenly).
+gives the real one. One GPU serves one rank: divide by the number of GPUs for a torchrun
+run (jobs shard evenly).
 
     python bench/protocol_cost.py --data .cache/demo-data            # CPU, ~5 min on 2 cores
     python bench/protocol_cost.py --data DATA --device cuda --batch 32 [--dtype bf16]
@@ -47,9 +47,9 @@ TABLES = {
     "Table 2 (cross-id)": (37_500, 75, ["fid", "fvd", "fvd_mouth", "temporal"], 3),
     "Table 3 (robustness)": (12_500, 25, ["lpips", "id", "fid", "fvd", "l1"], 2),
 }  # fmt: skip  (frames, videos, metrics, pooled Frechet distances)
-#: The paper's six methods: these five have adapters, FS-Vid2Vid not yet.
-PAPER_METHODS = ("hybrid", "fomm", "lia", "pirenderer", "styleheat")
-NOT_MEASURED = {"fs-vid2vid": "issue 15"}
+#: The paper's six methods.
+PAPER_METHODS = ("hybrid", "fomm", "lia", "pirenderer", "styleheat", "fs-vid2vid")
+NOT_MEASURED: dict[str, str] = {}
 
 
 def _sync(device: str) -> None:
@@ -80,6 +80,7 @@ def _faces(data: Path, n: int) -> np.ndarray:
 def seeded_weights(tmp: Path) -> dict[str, Path]:
     from tests.test_deep3d import seeded_checkpoint as deep3d_checkpoint
     from tests.test_fomm import seeded_checkpoint
+    from tests.test_fsvid2vid_model import seeded_checkpoint as fsvid2vid_checkpoint
     from tests.test_irse50 import seeded_state_dict as irse50_state
     from tests.test_lia import seeded_state_dict as lia_state
     from tests.test_metric_fid import seeded_inception_state
@@ -97,6 +98,7 @@ def seeded_weights(tmp: Path) -> dict[str, Path]:
         "styleheat-e4e": (seeded_e4e_checkpoint(0), "Encoder_e4e.pth"),
         "styleheat-hfgi": (seeded_hfgi_checkpoint(0), "hfgi.pth"),
         "styleheat-stylegan": (sg, "StyleGAN_e4e.pth"),
+        "fs-vid2vid-face": (fsvid2vid_checkpoint(0), "ampO1.pt"),
         "fomm-vox": (seeded_checkpoint(), "vox-cpk.pth.tar"),
         "lia-vox": ({"gen": lia_state(0)}, "vox.pt"),
         "lpips-alex": (seeded_alexnet_state(), "alexnet-owt-7be5be79.pth"),
@@ -138,6 +140,7 @@ def method_costs(args, weights, faces, tmp) -> dict[str, dict[str, float]]:
         "landmark-warp": ("landmark-warp", {}),
         "pirenderer": ("pirenderer", {"batch_size": args.batch, "dtype": args.dtype}),
         "styleheat": ("styleheat", {"batch_size": args.batch // 2 or 1, "dtype": args.dtype}),
+        "fs-vid2vid": ("fs-vid2vid", {"dtype": args.dtype}),
     }
     ckpt = hybrid_checkpoint(tmp) if not args.skip_hybrid else None
     if ckpt is not None:
