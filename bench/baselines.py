@@ -100,7 +100,9 @@ def _styleheat(tmp: Path) -> None:
         "styleheat": seeded_styleheat_checkpoint(0),
         "styleheat-e4e": seeded_e4e_checkpoint(0),
         "styleheat-hfgi": seeded_hfgi_checkpoint(0),
-        "styleheat-stylegan": seeded_checkpoint(0, size=1024, n_mlp=8, style_dim=512)["g_ema"],
+        "styleheat-stylegan": seeded_checkpoint(
+            0, size=1024, n_mlp=8, style_dim=512, channel_multiplier=2
+        )["g_ema"],
     }
     for name, obj in files.items():
         torch.save(obj, tmp / f"{name}.pt")

@@ -90,7 +90,7 @@ def seeded_weights(tmp: Path) -> dict[str, Path]:
     from tests.test_styleheat_calibration import seeded_styleheat_checkpoint
     from tests.test_styleheat_inversion import seeded_e4e_checkpoint, seeded_hfgi_checkpoint
 
-    sg = stylegan_checkpoint(0, size=1024, style_dim=512, n_mlp=8)["g_ema"]
+    sg = stylegan_checkpoint(0, size=1024, style_dim=512, n_mlp=8, channel_multiplier=2)["g_ema"]
     files = {
         "pirenderer-vox": (pirenderer_checkpoint(0), "pirenderer.pt"),
         "deep3d-recon": (deep3d_checkpoint(0), "epoch_20.pth"),

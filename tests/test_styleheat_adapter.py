@@ -83,6 +83,12 @@ def test_reenact_cli_and_bad_inputs(weights: dict[str, Path], tmp_path: Path) ->
                                  "--out", str(tmp_path / "o1"), *_args(wrong)])  # fmt: skip
     assert r.exit_code == 2 and str(weights["styleheat"]) in r.stderr, r.output
     assert len(r.stderr.strip().splitlines()) == 1
+    small = tmp_path / "small.pt"  # a StyleGAN2 state dict, but not StyleHEAT's 1024² one
+    torch.save(stylegan_checkpoint(0)["g_ema"], small)
+    r = CliRunner().invoke(app, [*base, "--source", str(drv / "000000.png"), "--out",
+                                 str(tmp_path / "o3"),
+                                 *_args({**weights, "styleheat-stylegan": small})])  # fmt: skip
+    assert r.exit_code == 2 and "needs StyleGAN_e4e.pth" in r.stderr, r.output
     r = CliRunner().invoke(app, [*base, "--source", str(drv / "000000.png"),
                                  "--out", str(tmp_path / "o2"), *_args(weights)])  # fmt: skip
     assert r.exit_code == 2 and "source frame has no face" in r.stderr, r.output

@@ -157,10 +157,11 @@ def load_model(
     aligner, encoder = load_hfgi(weight_path("styleheat-hfgi", weights), device)
     sg_path = weight_path("styleheat-stylegan", weights)
     generator, _ = load_generator(sg_path, device, entry=None)
-    if (generator.size, generator.style_dim) != (1024, 512):
+    got = (generator.size, generator.style_dim, generator.n_mlp, generator.channel_multiplier)
+    if got != (1024, 512, 8, 2):
         raise InputError(
-            f"{sg_path}: a {generator.size}² generator with {generator.style_dim}-d styles; "
-            "StyleHEAT needs StyleGAN_e4e.pth (1024², 512-d)"
+            f"{sg_path}: a Generator{got} (size, style_dim, n_mlp, channel_multiplier); "
+            "StyleHEAT needs StyleGAN_e4e.pth, a Generator(1024, 512, 8, 2)"
         )
     warper, calibrator = load_styleheat(weight_path("styleheat", weights), device)
     return StyleHEAT(e4e, aligner, encoder, generator, warper, calibrator).eval()
