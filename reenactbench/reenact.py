@@ -37,7 +37,8 @@ def reenact_file(
     """Animate ``source`` (an RGB image, or a video whose first frame is used) with
     ``driving`` and write the result to ``out``: a folder of lossless PNG frames
     (``000000.png`` ...) or, for a ``.mp4`` path, an H.264 video at the driving video's
-    frame rate. Frames are resized (antialiased) to the method's resolution.
+    frame rate. Frames are resized (antialiased) to the method's input resolution
+    (``input_resolution``, else ``resolution``); it writes frames at ``resolution``.
 
     Returns:
         The number of frames written.

@@ -104,8 +104,9 @@ def fx_warp() -> np.ndarray:
 
 
 # Child process: upstream code only, run from the folder (never imported into our tree).
-_CHILD = r"""
-import sys
+#: The child scripts' prelude (also tests/test_styleheat_parity.py): upstream's StyleGAN2 ops
+#: compile CUDA at import; their CPU paths replace them.
+OP_STUBS = r"""
 import numpy as np, torch, torch.nn.functional as F
 import torch.utils.cpp_extension
 up, tmp = sys.argv[1:3]
@@ -124,6 +125,12 @@ def upfirdn2d(x, kernel, up=1, down=1, pad=(0, 0)):  # upstream's own upfirdn2d_
     return out.reshape(b, c, out.shape[1], out.shape[2])
 fa.fused_leaky_relu = op.fused_leaky_relu = fused_leaky_relu
 ud.upfirdn2d = op.upfirdn2d = upfirdn2d
+"""
+
+_CHILD = (
+    "import sys\n"
+    + OP_STUBS
+    + r"""
 from utils import flow_util
 from models.styleheat.warper import VideoWarper
 from models.styleheat.calibration_net import CalibrationNet
@@ -147,6 +154,7 @@ np.savez(tmp + "/out.npz", layout=np.array(layout), flow=o["flow_field"].numpy()
          descriptor=o["descriptor"].numpy(), warp_image=o["warp_image"].numpy(),
          fx_warped=warped.numpy(), **{f"cond{i}": c.numpy() for i, c in enumerate(conds)})
 """
+)
 
 
 def _summaries(conds: list[np.ndarray]) -> dict[str, np.ndarray]:

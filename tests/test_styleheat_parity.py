@@ -26,7 +26,7 @@ from reenactbench.baselines.styleheat.model import Inversion, StyleHEAT, load_mo
 
 from tests.test_pirenderer import source_image
 from tests.test_stylegan2 import seeded_checkpoint
-from tests.test_styleheat_calibration import descriptor_input, seeded_styleheat_checkpoint
+from tests.test_styleheat_calibration import OP_STUBS, descriptor_input, seeded_styleheat_checkpoint
 from tests.test_styleheat_inversion import seeded_e4e_checkpoint, seeded_hfgi_checkpoint
 
 FIXTURE = Path(__file__).parent / "fixtures" / "styleheat_parity_reference.npz"
@@ -122,26 +122,10 @@ def summaries(
 
 # --- fixture regeneration: runs StyleHEAT's own code from a folder outside this tree ---
 
-_CHILD = r"""
-import sys, types
-import numpy as np, torch, torch.nn.functional as F
-import torch.utils.cpp_extension
-up, tmp = sys.argv[1:3]
-sys.path.insert(0, up)
-torch.utils.cpp_extension.load = lambda *a, **k: None  # the ops compile CUDA at import
-import models.stylegan2.op as op
-fa, ud = (sys.modules[f"models.stylegan2.op.{m}"] for m in ("fused_act", "upfirdn2d"))
-ud.F = F  # upfirdn2d_native uses F, which upstream's op/upfirdn2d.py never imports
-def fused_leaky_relu(x, bias, negative_slope=0.2, scale=2 ** 0.5):  # rosinality's CPU path
-    rest = [1] * (x.ndim - bias.ndim - 1)
-    return F.leaky_relu(x + bias.view(1, bias.shape[0], *rest), negative_slope) * scale
-def upfirdn2d(x, kernel, up=1, down=1, pad=(0, 0)):  # upstream's own upfirdn2d_native
-    b, c, h, w = x.shape
-    out = ud.upfirdn2d_native(x.reshape(-1, h, w, 1), kernel, up, up, down, down,
-                              pad[0], pad[1], pad[0], pad[1])
-    return out.reshape(b, c, out.shape[1], out.shape[2])
-fa.fused_leaky_relu = op.fused_leaky_relu = fused_leaky_relu
-ud.upfirdn2d = op.upfirdn2d = upfirdn2d
+_CHILD = (
+    "import sys, types\n"
+    + OP_STUBS
+    + r"""
 # imported by styleheat.py / hfgi.py but unused by inference with --inversion_option encode
 class Unused(torch.nn.Module):
     def __init__(self, *args, **kwargs):
@@ -197,6 +181,7 @@ np.savez(tmp + "/out.npz", ix=ix.numpy(), wx=wx.numpy(), fx=fx.numpy(),
          scale=ada_condition_x[0].numpy(), shift=ada_condition_x[1].numpy(),
          fake=fake.numpy(), fake_u8=video_numpy)
 """
+)
 
 
 def write_seeded_files(folder: Path) -> dict[str, Path]:
