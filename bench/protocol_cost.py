@@ -90,26 +90,50 @@ def seeded_weights(tmp: Path) -> dict[str, Path]:
     from tests.test_styleheat_calibration import seeded_styleheat_checkpoint
     from tests.test_styleheat_inversion import seeded_e4e_checkpoint, seeded_hfgi_checkpoint
 
-    sg = stylegan_checkpoint(0, size=1024, style_dim=512, n_mlp=8, channel_multiplier=2)["g_ema"]
-    files = {
-        "pirenderer-vox": (pirenderer_checkpoint(0), "pirenderer.pt"),
-        "deep3d-recon": (deep3d_checkpoint(0), "epoch_20.pth"),
-        "styleheat": (seeded_styleheat_checkpoint(0), "StyleHEAT_visual.pt"),
-        "styleheat-e4e": (seeded_e4e_checkpoint(0), "Encoder_e4e.pth"),
-        "styleheat-hfgi": (seeded_hfgi_checkpoint(0), "hfgi.pth"),
-        "styleheat-stylegan": (sg, "StyleGAN_e4e.pth"),
-        "fs-vid2vid-face": (fsvid2vid_checkpoint(0), "ampO1.pt"),
-        "fomm-vox": (seeded_checkpoint(), "vox-cpk.pth.tar"),
-        "lia-vox": ({"gen": lia_state(0)}, "vox.pt"),
-        "lpips-alex": (seeded_alexnet_state(), "alexnet-owt-7be5be79.pth"),
-        "fid-inception": (seeded_inception_state(), "pt_inception-2015-12-05-6726825d.pth"),
-        "ir-se50": (irse50_state(), "model_ir_se50.pth"),
+    def stylegan_1024() -> dict:
+        return stylegan_checkpoint(0, size=1024, style_dim=512, n_mlp=8, channel_multiplier=2)[
+            "g_ema"
+        ]
+
+    # built, saved and dropped one at a time: together they are several GB
+    files: dict[str, tuple[Callable[[], object], str]] = {
+        "pirenderer-vox": (lambda: pirenderer_checkpoint(0), "pirenderer.pt"),
+        "deep3d-recon": (lambda: deep3d_checkpoint(0), "epoch_20.pth"),
+        "styleheat": (lambda: seeded_styleheat_checkpoint(0), "StyleHEAT_visual.pt"),
+        "styleheat-e4e": (lambda: seeded_e4e_checkpoint(0), "Encoder_e4e.pth"),
+        "styleheat-hfgi": (lambda: seeded_hfgi_checkpoint(0), "hfgi.pth"),
+        "styleheat-stylegan": (stylegan_1024, "StyleGAN_e4e.pth"),
+        "fs-vid2vid-face": (lambda: fsvid2vid_checkpoint(0), "ampO1.pt"),
+        "fomm-vox": (seeded_checkpoint, "vox-cpk.pth.tar"),
+        "lia-vox": (lambda: {"gen": lia_state(0)}, "vox.pt"),
+        "lpips-alex": (seeded_alexnet_state, "alexnet-owt-7be5be79.pth"),
+        "fid-inception": (seeded_inception_state, "pt_inception-2015-12-05-6726825d.pth"),
+        "ir-se50": (irse50_state, "model_ir_se50.pth"),
     }
     out = {}
-    for name, (state, filename) in files.items():
+    for name, (make, filename) in files.items():
         out[name] = tmp / filename
-        torch.save(state, out[name])
+        torch.save(make(), out[name])
+        release_memory()
     return out
+
+
+def release_memory() -> None:
+    """Drop the test helpers' cached seeded state dicts and hand freed memory back to the
+    system (the 1024² methods and CMA need it)."""
+    import ctypes
+    import gc
+
+    for module, name in (("tests.test_stylegan2", "_seeded"),
+                         ("tests.test_fsvid2vid_model", "_seeded_net_g")):  # fmt: skip
+        fn = getattr(sys.modules.get(module), name, None)
+        if fn is not None and hasattr(fn, "cache_clear"):
+            fn.cache_clear()
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
 
 
 def hybrid_checkpoint(tmp: Path) -> Path:
@@ -157,6 +181,8 @@ def method_costs(args, weights, faces, tmp) -> dict[str, dict[str, float]]:
         sec = _per_frame(lambda m=method, fr=frames[:n]: sum(1 for _ in m.reenact(fr[0], fr)),
                          args.device, repeats=1 if r > 256 else 2)  # fmt: skip
         out[label] = {"per_frame": sec}
+        del method
+        release_memory()
         what = " without CMA" if label == "hybrid" else ""
         print(f"  method {label:24s} {1000 * sec:9.1f} ms/frame  ({r}²{what})", flush=True)
     if ckpt is not None and not args.skip_cma:
