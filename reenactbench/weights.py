@@ -262,6 +262,17 @@ WEIGHTS: dict[str, WeightSpec] = {
             "torch dict (reenactbench hybrid checkpoint)",
             "hybrid-no-hybrid (ablation)",
         ),
+        WeightSpec(
+            "hybrid-hdtf-sf-forward",
+            "hybrid-hdtf-sf-forward.pt",
+            None,
+            None,
+            'train it: reenactbench train hybrid with [latent] sf_layers = "forward"'
+            " (docs/hybrid.md)",
+            "weights you train",
+            "torch dict (reenactbench hybrid checkpoint)",
+            "hybrid-sf-forward (ablation: the other reading of the first 10 SS layers)",
+        ),
     )
 }
 

@@ -76,6 +76,7 @@ def _loaders() -> dict[str, object]:
         "hybrid-hdtf": method("hybrid", "hybrid-hdtf"),
         "hybrid-hdtf-no-idreg": method("hybrid-no-idreg", "hybrid-hdtf-no-idreg"),
         "hybrid-hdtf-no-hybrid": method("hybrid-no-hybrid", "hybrid-hdtf-no-hybrid"),
+        "hybrid-hdtf-sf-forward": method("hybrid-sf-forward", "hybrid-hdtf-sf-forward"),
     }
 
 

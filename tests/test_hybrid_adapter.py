@@ -14,7 +14,6 @@ import reenactbench.baselines.hybrid.cma as cma_module
 import reenactbench.baselines.hybrid.pti as pti_module
 import torch
 from reenactbench.baselines.hybrid.adapter import (
-    CMA_MAX_FRAMES,
     HybridMethod,
     HybridNoCMA,
     HybridNoHybrid,
@@ -93,6 +92,7 @@ def _g_state(method: HybridMethod) -> dict[str, torch.Tensor]:
 
 def test_class_attributes() -> None:
     classes = [HybridMethod, HybridNoCMA, HybridPTI, HybridNoIdReg, HybridNoHybrid]
+    # (+ hybrid-sf-forward: test_sf_layer_readings_are_separate_variants)
     assert [c.name for c in classes] == [
         "hybrid",
         "hybrid-no-cma",
@@ -223,13 +223,13 @@ def test_cma_tunes_a_copy_of_g_per_video(
     before = _g_state(method)
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(cma_module, "cyclic_manifold_adjustment", _fake_cma(calls, original))
-    first = list(method.reenact(SOURCE, DRIVING))  # K = cma.batch (2) * steps (1) = 2 frames
-    second = list(method.reenact(SOURCE, DRIVING[:1]))  # shorter than K
+    first = list(method.reenact(SOURCE, DRIVING))  # CMA sees the whole clip (3 frames)
+    second = list(method.reenact(SOURCE, DRIVING[:1]))
     assert [len(first), len(second)] == [3, 1]
     assert all(f.shape == (R, R, 3) and f.dtype == np.uint8 for f in first + second)
     common = {"source": (1, 3, R, R), "steps": 1, "rng": True, "lpips": True, "is_copy": True}
     assert calls == [
-        {**common, "driving": (2, 3, R, R), "fresh": True},
+        {**common, "driving": (3, 3, R, R), "fresh": True},
         {**common, "driving": (1, 3, R, R), "fresh": True},
     ]
     assert method.model.generator is original
@@ -237,7 +237,35 @@ def test_cma_tunes_a_copy_of_g_per_video(
     assert all(not np.array_equal(a, b) for a, b in zip(first, plain, strict=True))
     # each video starts from the loaded G (batch 2 vs 1 may differ by rounding only)
     assert np.abs(first[0].astype(np.int16) - second[0]).max() <= 1
-    assert CMA_MAX_FRAMES >= 2
+
+
+def test_cma_frames_spread_across_the_clip(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CMA adjusts to the whole clip by default ([cma] frames = 0); ``cma_frames=N`` gives
+    it N frames evenly spaced across the clip (first and last included), not the first N."""
+    from reenactbench.baselines.hybrid.adapter import cma_frames
+
+    clip = torch.arange(10.0).view(10, 1)
+    assert torch.equal(cma_frames(clip, 0), clip) and torch.equal(cma_frames(clip, 12), clip)
+    assert cma_frames(clip, 3).view(-1).tolist() == [0.0, 4.0, 9.0]  # round(4.5) = 4
+    seen: list[torch.Tensor] = []
+
+    def spy(model, source, driving, cfg, lpips_fn, generator):  # noqa: ANN001, ANN202
+        seen.append(driving.clone())
+        return []
+
+    monkeypatch.setattr(cma_module, "cyclic_manifold_adjustment", spy)
+    kwargs = {"checkpoint": str(files["hybrid"]), "weights": {"lpips-alex": files["lpips-alex"]},
+              "cma_steps": 1}  # fmt: skip
+    list(HybridMethod(**kwargs).reenact(SOURCE, DRIVING))
+    list(HybridMethod(**kwargs, cma_frames=2).reenact(SOURCE, DRIVING))
+    model = HybridMethod(**kwargs).model
+    every = model.preprocess(np.stack(DRIVING))
+    assert torch.equal(seen[0], every)  # all 3 frames
+    assert torch.equal(seen[1], every[[0, 2]])  # 2 spread: the first and the last
+    with pytest.raises(MethodError, match="cma_frames must be >= 0"):
+        HybridMethod(**kwargs, cma_frames=-1)
 
 
 def test_cma_restores_g_when_the_consumer_stops_early(
@@ -297,3 +325,21 @@ def test_variants_check_their_checkpoint(files: dict[str, Path]) -> None:
         HybridNoCMA(checkpoint=str(files["no-hybrid"]))
     method = HybridNoHybrid(checkpoint=str(files["no-hybrid"]), cma_steps=0)
     assert method.model.sf_indices == tuple(range(7)) and method._lpips is None
+
+
+def test_sf_layer_readings_are_separate_variants(files: dict[str, Path], tmp_path: Path) -> None:
+    """``hybrid-sf-forward`` (S_F on the first 7 style vectors in forward order at 64²,
+    toRGB included) takes only a checkpoint trained with sf_layers = "forward"; ``hybrid``
+    refuses it, and the other way round."""
+    from reenactbench.baselines.hybrid.adapter import HybridSfForward
+
+    cfg = load_config("tiny")
+    fwd = replace(cfg, latent=replace(cfg.latent, sf_layers="forward"))
+    path = save_checkpoint(tmp_path / "forward.pt", build_model(fwd))
+    method = HybridSfForward(checkpoint=str(path), cma_steps=0)
+    assert method.model.sf_indices == tuple(range(7))
+    assert HybridNoCMA(checkpoint=str(files["hybrid"])).model.sf_indices == (0, 2, 3, 5, 6, 8, 9)
+    with pytest.raises(InputError, match=r"sf_layers = forward, method .hybrid-no-cma. needs conv"):
+        HybridNoCMA(checkpoint=str(path))
+    with pytest.raises(InputError, match=r"sf_layers = conv, method .hybrid-sf-forward."):
+        HybridSfForward(checkpoint=str(files["hybrid"]), cma_steps=0)

@@ -8,16 +8,19 @@ method                 checkpoint (weight)     inference
 ``hybrid-pti``         hybrid-hdtf             Eq. 3 + PTI on the source ("Ours w/ PTI")
 ``hybrid-no-idreg``    hybrid-hdtf-no-idreg    as ``hybrid``; trained without Eq. 9
 ``hybrid-no-hybrid``   hybrid-hdtf-no-hybrid   as ``hybrid``; S_F as W+ offsets
+``hybrid-sf-forward``  hybrid-hdtf-sf-forward  as ``hybrid``; S_F on the forward-order
+                                               reading of "first 10 SS layers"
 =====================  ======================  ===========================================
 
 Per video: the source is encoded once (``W_ID^S``); driving frames are encoded and
-rendered in batches of ``batch_size`` as they arrive (``G(A(W_ID^S) + S_F^D)``). CMA needs
-the driving clip before rendering: the first ``K = min(cma.batch * cma.steps,
-CMA_MAX_FRAMES)`` driving frames are read (kept at the encoder's input size), CMA tunes
-a deep copy of G on them, and all frames are then rendered with the tuned copy; the
-loaded G is put back afterwards, so no video sees another's tuning. With at most
-``cma.batch * cma.steps`` frames CMA can visit each frame at most once on average anyway.
-PTI needs only the source. The CMA minibatches are drawn from
+rendered in batches of ``batch_size`` (``G(A(W_ID^S) + S_F^D)``). Without CMA they are
+rendered as they arrive. CMA adjusts G to the latent space the driving sequence spans, so
+it needs the clip first: the adapter reads the **whole** driving clip (kept at the
+encoder's input size, 0.79 MB a frame at 256², 393 MB for 500 frames), CMA tunes a deep
+copy of G on all of it (``[cma] frames = 0``, the default) or on ``frames`` frames evenly
+spaced across it (:func:`cma_frames`), and every frame is then rendered with the tuned
+copy; the loaded G is put back afterwards, so no video sees another's tuning. PTI needs
+only the source. The CMA minibatches are drawn from
 ``torch.Generator().manual_seed(cfg.train.seed)``, fresh per video.
 
 Frames: ``(R, R, 3) uint8`` RGB in and out, R = the checkpoint's generator size (the
@@ -36,7 +39,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
-from itertools import islice
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -50,23 +52,30 @@ from reenactbench.nn.directions import apply_direction, load_direction
 from reenactbench.nn.precision import autocast, check_dtype
 from reenactbench.weights import weight_path
 
-from .checkpoint import load_hybrid, read_config
+from .checkpoint import load_hybrid, read_config, training_videos
 from .model import HybridModel, Latents
 
 __all__ = [
-    "CMA_MAX_FRAMES",
     "HybridMethod",
     "HybridNoCMA",
     "HybridPTI",
     "HybridNoIdReg",
     "HybridNoHybrid",
+    "HybridSfForward",
+    "cma_frames",
     "parse_edit",
     "to_uint8",
 ]
 
-#: Most driving frames CMA reads before rendering (memory bound: 256 frames at 256^2
-#: are 200 MB of float32).
-CMA_MAX_FRAMES = 256
+
+def cma_frames(clip: Tensor, count: int) -> Tensor:
+    """The frames of ``clip`` ``(T, ...)`` CMA adjusts to: all of them (``count`` 0 or
+    >= T), else ``count`` frames evenly spaced across the clip (first and last included)."""
+    n = clip.shape[0]
+    if count <= 0 or count >= n:
+        return clip
+    idx = torch.linspace(0, n - 1, count).round().long().to(clip.device)
+    return clip[idx]
 
 
 def to_uint8(images: Tensor) -> np.ndarray:
@@ -114,6 +123,8 @@ class HybridMethod:
         checkpoint: checkpoint file, overriding the method's weight.
         batch_size: driving frames encoded and rendered at once.
         cma_steps: override ``[cma] steps`` (``hybrid-pti``: ``[pti] steps``); 0 = skip.
+        cma_frames: override ``[cma] frames`` (0 = the whole clip; N = N frames spread
+            across it).
         edit: ``"DIRECTION=STRENGTH"`` attribute edit (Eq. 4).
         dtype: inference precision, ``fp32`` (default), ``bf16`` or ``fp16`` (autocast;
             CMA / PTI tuning always runs in fp32).
@@ -131,7 +142,9 @@ class HybridMethod:
     checkpoint_weight: ClassVar[str] = "hybrid-hdtf"
     adjust: ClassVar[Literal["cma", "pti", "none"]] = "cma"
     #: config values the checkpoint must have (``section.key``: value)
-    expects: ClassVar[Mapping[str, Any]] = {"latent.hybrid": True, "loss.idreg": True}
+    expects: ClassVar[Mapping[str, Any]] = {
+        "latent.hybrid": True, "loss.idreg": True, "latent.sf_layers": "conv",
+    }  # fmt: skip
 
     def __init__(
         self,
@@ -142,12 +155,14 @@ class HybridMethod:
         cma_steps: int | None = None,
         edit: str | None = None,
         dtype: str = "fp32",
+        cma_frames: int | None = None,
     ) -> None:
         self.dtype = check_dtype(dtype, f"method {self.name!r}")
         if batch_size < 1:
             raise MethodError(f"method {self.name!r}: batch_size must be >= 1, got {batch_size}")
-        if cma_steps is not None and cma_steps < 0:
-            raise MethodError(f"method {self.name!r}: cma_steps must be >= 0, got {cma_steps}")
+        for option, value in (("cma_steps", cma_steps), ("cma_frames", cma_frames)):
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise MethodError(f"method {self.name!r}: {option} must be >= 0, got {value}")
         self.device, self.batch_size = device, batch_size
         path = Path(checkpoint) if checkpoint else weight_path(self.checkpoint_weight, weights)
         cfg = read_config(path)  # check the variant before loading anything big
@@ -160,6 +175,8 @@ class HybridMethod:
                     f"needs {want}; use the checkpoint of its own variant"
                 )
         self.cma_cfg = cfg.cma if cma_steps is None else replace(cfg.cma, steps=cma_steps)
+        if cma_frames is not None:
+            self.cma_cfg = replace(self.cma_cfg, frames=cma_frames)
         self.pti_cfg = cfg.pti if cma_steps is None else replace(cfg.pti, steps=cma_steps)
         steps = {"cma": self.cma_cfg.steps, "pti": self.pti_cfg.steps, "none": 0}[self.adjust]
         lpips_path = weight_path("lpips-alex", weights) if steps > 0 else None
@@ -171,6 +188,21 @@ class HybridMethod:
 
             self._lpips = load_lpips_alex(lpips_path, device).requires_grad_(False)
         self._edit = parse_edit(edit, self.model) if edit else None
+
+    @classmethod
+    def training_videos(
+        cls, options: Mapping[str, Any], weights: Mapping[str, Path] | None = None
+    ) -> frozenset[str] | None:
+        """Videos the checkpoint was trained on, from its metadata only (no model is
+        built); ``None`` when it does not record them. The runner's optional hook
+        (reenactbench/runstate.py ``warn_trained_on_evaluated``).
+
+        Raises:
+            WeightsMissing, InputError: the checkpoint is absent or malformed.
+        """
+        ckpt = options.get("checkpoint")
+        path = Path(ckpt) if ckpt else weight_path(cls.checkpoint_weight, weights)
+        return training_videos(path)
 
     # --- inference ----------------------------------------------------------------------
 
@@ -186,13 +218,15 @@ class HybridMethod:
         return self._lpips
 
     def _adjust(self, source: Tensor, head: Tensor | None) -> None:
-        """Run CMA (on ``head``, the first driving frames) or PTI on ``model.generator``."""
+        """Run CMA (on ``head``, the driving clip: :func:`cma_frames` of it) or PTI on
+        ``model.generator``."""
         model = self.model
         if self.adjust == "cma" and head is not None and self.cma_cfg.steps > 0:
             from .cma import cyclic_manifold_adjustment
 
             rng = torch.Generator().manual_seed(model.cfg.train.seed)
-            cyclic_manifold_adjustment(model, source, head, self.cma_cfg, self._lpips_fn(), rng)
+            frames = cma_frames(head, self.cma_cfg.frames)
+            cyclic_manifold_adjustment(model, source, frames, self.cma_cfg, self._lpips_fn(), rng)
         elif self.adjust == "pti" and self.pti_cfg.steps > 0:
             from .pti import pivotal_tuning
 
@@ -206,10 +240,9 @@ class HybridMethod:
         with torch.no_grad():
             src = model.encode(src_x)  # once per video
         frames = iter(driving)
-        head: Tensor | None = None
+        head: Tensor | None = None  # the whole clip, read before CMA
         if self.adjust == "cma" and self.cma_cfg.steps > 0:
-            k = min(self.cma_cfg.batch * self.cma_cfg.steps, CMA_MAX_FRAMES)
-            parts = [model.preprocess(np.stack(c)) for c in batched(islice(frames, k), 16)]
+            parts = [model.preprocess(np.stack(c)) for c in batched(frames, 16)]
             head = torch.cat(parts) if parts else None
         original = model.generator
         tuned = self._lpips is not None and (self.adjust == "pti" or head is not None)
@@ -247,7 +280,7 @@ class HybridNoIdReg(HybridMethod):
     name = "hybrid-no-idreg"
     weights = ("hybrid-hdtf-no-idreg", "stylegan2-ffhq", "lpips-alex")
     checkpoint_weight = "hybrid-hdtf-no-idreg"
-    expects = {"latent.hybrid": True, "loss.idreg": False}
+    expects = {"latent.hybrid": True, "loss.idreg": False, "latent.sf_layers": "conv"}
 
 
 class HybridNoHybrid(HybridMethod):
@@ -257,3 +290,15 @@ class HybridNoHybrid(HybridMethod):
     weights = ("hybrid-hdtf-no-hybrid", "stylegan2-ffhq", "lpips-alex")
     checkpoint_weight = "hybrid-hdtf-no-hybrid"
     expects = {"latent.hybrid": False, "loss.idreg": True}
+
+
+class HybridSfForward(HybridMethod):
+    """``hybrid-sf-forward``: S_F on the *other* reading of "the first 10 SS layers" (the
+    first 10 style vectors in forward order, toRGB included, up to 32²), trained with
+    ``[latent] sf_layers = "forward"``; with CMA. Not a row of the paper: it compares the
+    two readings (docs/hybrid.md)."""
+
+    name = "hybrid-sf-forward"
+    weights = ("hybrid-hdtf-sf-forward", "stylegan2-ffhq", "lpips-alex")
+    checkpoint_weight = "hybrid-hdtf-sf-forward"
+    expects = {"latent.hybrid": True, "loss.idreg": True, "latent.sf_layers": "forward"}

@@ -146,6 +146,9 @@ class CMACfg:
     lr: float = 3e-4  # PTI first_inv_lr / pti_learning_rate 3e-4
     layers: str | tuple[str, ...] = "all"  # "all" (PTI), "synthesis", or module prefixes
     batch: int = 4  # driving frames per step
+    # driving frames CMA adjusts to: 0 = the whole clip (the paper adjusts G to the latent
+    # space the sequence spans); N > 0 = N frames evenly spaced across it
+    frames: int = 0
     lambda_lpips: float = 1.0  # PTI pt_lpips_lambda 1
     lambda_l2: float = 1.0  # PTI pt_l2_lambda 1
 
@@ -336,6 +339,8 @@ def _validate(cfg: HybridConfig) -> None:
         raise ValueError(
             f"latent.sf_head_levels must list {lat.n_sf} of {LEVELS}, got {list(levels)}"
         )
+    if cfg.cma.frames < 0:
+        raise ValueError(f"cma.frames must be >= 0 (0: the whole clip), got {cfg.cma.frames}")
     layers = cfg.cma.layers
     if isinstance(layers, str) and layers not in ("all", "synthesis"):
         raise ValueError(f'cma.layers must be "all", "synthesis" or a list, got {layers!r}')
