@@ -37,7 +37,7 @@ demo-data: $(FEAT_WHEEL)
 HYBRID_TINY := $(CACHE)/hybrid-tiny/stage1.pt
 $(HYBRID_TINY): | demo-data
 	rm -rf $(CACHE)/hybrid-tiny
-	$(RB) --quiet train hybrid --config tiny --data $(DEMO_DATA) --out $(CACHE)/hybrid-tiny --max-iters 300
+	$(RB) --quiet train hybrid --config tiny --data $(DEMO_DATA) --protocol none --out $(CACHE)/hybrid-tiny --max-iters 300
 
 demo: demo-data $(HYBRID_TINY)
 	$(RB) demo --data $(DEMO_DATA) --out results/demo

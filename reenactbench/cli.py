@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -25,6 +25,9 @@ from rich.table import Table
 
 from reenactbench.data.prepare import DEFAULT_MARGIN
 from reenactbench.errors import InputError, ReenactbenchError
+
+if TYPE_CHECKING:
+    from reenactbench.baselines.hybrid.pairs import TrainingSplit
 
 app = typer.Typer(
     rich_markup_mode="rich",
@@ -808,6 +811,25 @@ def train_hybrid_cmd(
     stage: Annotated[
         int, typer.Option(min=1, max=2, help="1: whole encoder; 2: heads only, F frozen.")
     ] = 1,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="Train on this evaluation protocol's train split (its test identities held "
+            "out): a shipped name or .toml file; 'none': every video of --data (for data "
+            "that is not evaluated on, e.g. CelebV-HQ)."
+        ),
+    ] = "hdtf_same_id",
+    videos: Annotated[
+        Path | None,
+        typer.Option(help="File of training video names, one per line (default: the split)."),
+    ] = None,
+    allow_test_identities: Annotated[
+        bool,
+        typer.Option(
+            "--allow-test-identities",
+            help="Allow --videos of the protocol's test identities (recorded in the checkpoint).",
+        ),
+    ] = False,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out.")] = False,
     max_iters: Annotated[
         int | None, typer.Option(min=1, help="Stop at this step of the stage.")
@@ -822,13 +844,53 @@ def train_hybrid_cmd(
     from reenactbench.baselines.hybrid.config import load_config
     from reenactbench.baselines.hybrid.train import train_hybrid
 
+    with user_errors():
+        split = _training_split(data, protocol, videos, allow_test_identities)
     with user_errors(), progress_bar() as bar:
         path = train_hybrid(
             load_config(config), data, out_dir, stage=stage, resume=resume,
             max_iters=max_iters, device=device, on_progress=bar,
-            weights=_parse_weights(weights), init=init,
+            weights=_parse_weights(weights), init=init, split=split,
         )  # fmt: skip
     out.print(str(path))
+
+
+def _training_split(data: Path, protocol: str, videos: Path | None, allow: bool) -> TrainingSplit:
+    """``train hybrid``'s :class:`~reenactbench.baselines.hybrid.pairs.TrainingSplit`,
+    with a one-line notice of what it holds (a warning when nothing is held out)."""
+    from reenactbench.baselines.hybrid.pairs import training_split
+    from reenactbench.data.dataset import load_dataset
+    from reenactbench.protocol import load_protocol
+
+    dataset = load_dataset(data)
+    proto = None if protocol == "none" else load_protocol(protocol)
+    names = None
+    if videos is not None:
+        if not videos.is_file():
+            raise InputError(f"--videos {videos}: no such file (one video name per line)")
+        names = [ln.strip() for ln in videos.read_text().splitlines() if ln.strip()]
+    split = training_split(dataset, proto, names, allow)
+    n, total = len(split.videos), len(dataset.videos)
+    if proto is None:
+        err.print(
+            f"[yellow]warning: --protocol none: training uses {'the listed' if names else 'every'} "
+            f"video of {escape(str(data))} ({n} of {total}), no evaluation split held out; do "
+            "not evaluate this checkpoint on these videos (recorded in the checkpoint)[/yellow]"
+        )
+    elif split.test_identity_videos:
+        leaked = split.test_identity_videos
+        more = ", ..." if len(leaked) > 3 else ""
+        err.print(
+            f"[yellow]warning: {len(leaked)} training video(s) of protocol {proto.name}'s test "
+            f"identities ({escape(', '.join(leaked[:3]))}{more}), as --allow-test-identities "
+            "allows; recorded in the checkpoint[/yellow]"
+        )
+    else:
+        err.print(
+            f"training on {n} of {total} videos of {escape(str(data))}: protocol "
+            f"{proto.name}'s train split (its test identities held out)"
+        )
+    return split
 
 
 # ---------------------------------------------------------------- data
@@ -870,6 +932,53 @@ def prepare_hdtf(
     for text in result.warnings.values():
         err.print(f"[yellow]warning: {escape(text)}[/yellow]")
     out.print(f"{len(result.prepared)} videos prepared; manifest: {result.manifest}")
+
+
+@prepare_app.command("celebvhq")
+def prepare_celebvhq_cmd(
+    raw: Annotated[
+        Path,
+        typer.Option(help="Folder of CelebV-HQ clips (<clip_id>.mp4, from its download script)."),
+    ],
+    annotations: Annotated[
+        Path, typer.Option(help="CelebV-HQ's celebvhq_info.json (identity = ytb_id).")
+    ],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output data folder.")],
+    resolution: Annotated[
+        list[int], typer.Option(help="Output resolution; repeat for several (256, 1024).")
+    ] = [256],  # noqa: B006
+    max_frames: Annotated[int, typer.Option(min=1, help="Keep the first N frames.")] = 500,
+    margin: Annotated[
+        float,
+        typer.Option(
+            min=0.0, help="Box enlargement per side, relative to the face box side (docs/data.md)."
+        ),
+    ] = DEFAULT_MARGIN,
+) -> None:
+    """CelebV-HQ clips into the prepared layout (stage-1 training data, docs/hybrid.md)."""
+    from reenactbench.data.celebvhq import prepare_celebvhq
+
+    with user_errors(), progress_bar() as bar:
+        done = prepare_celebvhq(
+            raw, annotations, out_dir, resolutions=tuple(resolution), max_frames=max_frames,
+            margin=margin, on_progress=bar,
+        )  # fmt: skip
+    result = done.prepare
+    for name, reason in result.skipped.items():
+        err.print(f"[yellow]skipped: {escape(name)}: {escape(reason)}[/yellow]")
+    for text in result.warnings.values():
+        err.print(f"[yellow]warning: {escape(text)}[/yellow]")
+    if done.missing:
+        err.print(
+            f"[yellow]skipped: {len(done.missing)} annotated clips not in {escape(str(raw))} "
+            f"(e.g. {escape(done.missing[0])})[/yellow]"
+        )
+    if done.unlisted:
+        err.print(
+            f"[yellow]ignored: {len(done.unlisted)} videos of {escape(str(raw))} not in "
+            f"{escape(str(annotations))} (e.g. {escape(done.unlisted[0])})[/yellow]"
+        )
+    out.print(f"{len(result.prepared)} clips prepared; manifest: {result.manifest}")
 
 
 @data_app.command("demo")

@@ -61,6 +61,7 @@ from reenactbench.runstate import (
     load_inputs,
     make_configs,
     resolve_methods,
+    warn_trained_on_evaluated,
 )
 from reenactbench.scoring import JobScorer, build_evaluators
 
@@ -250,6 +251,8 @@ def run_protocol(
     run = RunState(proto, opts, world, say, entries)
     started = now()
     load_inputs(run)
+    if world.is_main:
+        warn_trained_on_evaluated(run)
     lock = RunLock(run.out, world.size, say)
     try:
         previous = world.agree(lambda: open_run_dir(run, lock), main_only=True) or {}

@@ -44,6 +44,7 @@ __all__ = [
     "check_metric_packages",
     "make_configs",
     "resolve_methods",
+    "warn_trained_on_evaluated",
 ]
 
 MessageFn = Callable[[str], None]  #: one-line notices (skips, resumes)
@@ -249,6 +250,32 @@ def load_inputs(run: RunState) -> None:
             )
 
     run.world.agree(enough_jobs, main_only=True)
+
+
+def warn_trained_on_evaluated(run: RunState) -> None:
+    """One warning line per method whose checkpoint was trained on a video this run
+    evaluates (as driving or source). A method class opts in with a classmethod
+    ``training_videos(options, weights) -> frozenset[str] | None`` that reads the
+    checkpoint's metadata only (the hybrid adapters: docs/hybrid.md); a missing or
+    unreadable checkpoint is left to the method's own loading, which reports it."""
+    evaluated = sorted({p.driving for p in run.pairs} | {p.source for p in run.pairs})
+    for entry in run.entries:
+        hook = getattr(entry.cls, "training_videos", None)
+        if not callable(hook):
+            continue
+        try:
+            trained = hook(entry.options, run.opts.weights)
+        except ReenactbenchError:
+            continue
+        seen = [v for v in evaluated if v in (trained or ())]
+        if seen:
+            more = ", ..." if len(seen) > 3 else ""
+            run.say(
+                f"warning: method {entry.name}: its checkpoint was trained on {len(seen)} of "
+                f"the {len(evaluated)} videos evaluated ({', '.join(seen[:3])}{more}); its "
+                "scores on them are not held out: retrain on the protocol's train split "
+                "(docs/hybrid.md)"
+            )
 
 
 def check_lengths(

@@ -153,3 +153,95 @@ def test_bad_identity_file(raw_dir: Path, tmp_path: Path) -> None:
 def test_bad_max_frames(raw_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="max_frames"):
         prepare_videos(raw_dir, tmp_path / "out", max_frames=0)
+
+
+# ------------------------------------------------------------------ CelebV-HQ
+def _celebvhq_json(clips: dict[str, str]) -> dict:
+    """A CelebV-HQ-shaped annotation object: clip id -> ytb_id (other fields as released)."""
+    box = {"top": 10, "bottom": 200, "left": 20, "right": 210}
+    return {
+        "meta_info": {"appearance_mapping": [], "action_mapping": []},
+        "clips": {
+            cid: {
+                "ytb_id": ytb,
+                "duration": {"start_sec": 1.0, "end_sec": 3.5},
+                "bbox": box,
+                "attributes": {"appearance": [], "action": [], "emotion": {}},
+                "version": "v0.1",
+            }
+            for cid, ytb in clips.items()
+        },
+    }
+
+
+@pytest.mark.faces
+def test_prepare_celebvhq(raw_dir: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from reenactbench.cli import app
+    from reenactbench.data.celebvhq import prepare_celebvhq
+    from reenactbench.data.dataset import load_dataset
+
+    raw = tmp_path / "clips"
+    raw.mkdir()
+    shutil.copy(raw_dir / "man_000.mp4", raw / "-aB3_x9_0.mp4")  # ids may start with '-'
+    shutil.copy(raw_dir / "WRA_Woman_007.mp4", raw / "clip_b.mp4")  # not the naming rule
+    shutil.copy(raw_dir / "man_000.mp4", raw / "unlisted_0.mp4")
+    info = tmp_path / "celebvhq_info.json"
+    clips = {"-aB3_x9_0": "-aB3_x9", "clip_b": "Qz81LmN", "gone_1": "gone"}
+    info.write_text(json.dumps(_celebvhq_json(clips)))
+
+    done = prepare_celebvhq(raw, info, tmp_path / "out", max_frames=6)
+    assert sorted(done.prepare.prepared) == ["-aB3_x9_0", "clip_b"]
+    assert done.missing == ["gone_1"] and done.unlisted == ["unlisted_0"]
+    rows = _rows(tmp_path / "out" / "manifest.csv")
+    assert {v: r["identity"] for v, r in rows.items()} == {
+        "-aB3_x9_0": "-aB3_x9",
+        "clip_b": "Qz81LmN",
+    }
+    assert all(r["n_frames"] == "6" for r in rows.values())
+    data = load_dataset(tmp_path / "out")  # the same prepared layout as `prepare hdtf`
+    assert [v.identity for v in data.videos] == ["-aB3_x9", "Qz81LmN"]
+
+    result = CliRunner().invoke(
+        app,
+        ["--quiet", "prepare", "celebvhq", "--raw", str(raw), "--annotations", str(info),
+         "--out", str(tmp_path / "out"), "--max-frames", "6"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "skipped: 1 annotated clips not in" in result.output
+    assert "ignored: 1 videos of" in result.output
+    assert "2 clips prepared" in result.output
+
+
+def test_prepare_celebvhq_bad_annotations(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from reenactbench.cli import app
+    from reenactbench.data.celebvhq import read_celebvhq_identities
+
+    raw = tmp_path / "clips"
+    write_png_folder(np.zeros((2, 8, 8, 3), np.uint8), raw / "a_0")
+    bad = tmp_path / "info.json"
+    bad.write_text('{"clips": {"a_0": {"ytb_id": "a"},}')
+    args = ["prepare", "celebvhq", "--raw", str(raw), "--annotations", str(bad), "--out"]
+    result = CliRunner().invoke(app, [*args, str(tmp_path / "out")])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}: invalid JSON")
+    for text, match in [
+        ('{"meta_info": {}}', 'no "clips" object'),
+        ('{"clips": {"a_0": {"duration": {}}}}', "clip 'a_0' has no \"ytb_id\""),
+        ("[1, 2]", 'no "clips" object'),
+    ]:
+        bad.write_text(text)
+        with pytest.raises(InputError, match=match):
+            read_celebvhq_identities(bad)
+    bad.write_text('{"clips": {"b_0": {"ytb_id": "b"}}}')
+    with pytest.raises(InputError, match="none of the 1 clips"):
+        from reenactbench.data.celebvhq import prepare_celebvhq
+
+        prepare_celebvhq(raw, bad, tmp_path / "out")

@@ -12,7 +12,17 @@ File format: one ``torch.save`` dict of tensors and plain values, readable with
       "latent_avg": Tensor (style_dim,),
       "step": int, "stage": int,                # training progress (1 or 2)
       "train": {...},                            # optional: optimiser / RNG state for resume
+      "training_data": [                         # optional: the data of every stage so far
+        {"stage": int, "data": str, "data_fingerprint": str, "videos": [str, ...],
+         "protocol": str | None, "protocol_sha256": str, "split": {...} | "none",
+         "allow_test_identities": bool, "test_identity_videos": [str, ...]},
+      ],
     }
+
+``training_data`` is written by training (``pairs.TrainingSplit.record``; a stage-2
+checkpoint carries its stage-1 record too, since F was trained there) and read without
+the weights by :func:`read_training_data` / :func:`training_videos`, which
+``reenactbench run`` uses to warn when a checkpoint was trained on a video it evaluates.
 
 A CMA- or PTI-tuned G is never saved: both run per video at inference.
 """
@@ -20,7 +30,7 @@ A CMA- or PTI-tuned G is never saved: both run per video at inference.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +44,19 @@ from reenactbench.nn.stylegan2 import Generator
 from .config import HybridConfig, config_from_dict, config_to_dict
 from .model import HybridModel, make_generator
 
-__all__ = ["FORMAT", "save_checkpoint", "read_checkpoint", "read_config", "load_hybrid"]
+__all__ = [
+    "FORMAT",
+    "save_checkpoint",
+    "read_checkpoint",
+    "read_config",
+    "read_training_data",
+    "training_videos",
+    "load_hybrid",
+]
 
 FORMAT = "reenactbench-hybrid/1"
 _REQUIRED = ("format", "config", "encoder", "latent_avg", "step", "stage")
-_OPTIONAL = ("generator", "train")
+_OPTIONAL = ("generator", "train", "training_data")
 
 
 def save_checkpoint(
@@ -47,6 +65,7 @@ def save_checkpoint(
     step: int = 0,
     stage: int = 1,
     train: Mapping[str, Any] | None = None,
+    training_data: Sequence[Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write ``model`` (see the module docstring) atomically: temp file, then rename.
 
@@ -56,6 +75,8 @@ def save_checkpoint(
         step, stage: training progress.
         train: extra state for resuming (optimiser state dicts, RNG states); must be
             torch-loadable with ``weights_only=True``.
+        training_data: per-stage records of the training videos and split (see the
+            module docstring); plain values only.
 
     Returns:
         ``path``.
@@ -74,6 +95,8 @@ def save_checkpoint(
         ckpt["generator"] = {k: v.detach().cpu() for k, v in model.generator.state_dict().items()}
     if train is not None:
         ckpt["train"] = dict(train)
+    if training_data is not None:
+        ckpt["training_data"] = [dict(r) for r in training_data]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(ckpt, tmp)
@@ -112,6 +135,35 @@ def read_config(path: Path | str) -> HybridConfig:
         InputError: see :func:`read_checkpoint`, or a bad config (names ``path``).
     """
     return config_from_dict(read_checkpoint(path)["config"], f"{path} (config)")
+
+
+def read_training_data(path: Path | str) -> list[dict[str, Any]] | None:
+    """The checkpoint's ``training_data`` records (one per stage trained), without
+    building the model (tensors stay memory-mapped, unread); ``None`` when the
+    checkpoint does not record its data (saved outside training, or by an older version).
+
+    Raises:
+        InputError: see :func:`read_checkpoint`, or a malformed ``training_data``.
+    """
+    records = read_checkpoint(path).get("training_data")
+    if records is None:
+        return None
+    ok = isinstance(records, list) and all(
+        isinstance(r, Mapping) and isinstance(r.get("videos"), list | None) for r in records
+    )
+    if not ok:
+        raise InputError(f"{path}: 'training_data' must be a list of records with 'videos'")
+    return [dict(r) for r in records]
+
+
+def training_videos(path: Path | str) -> frozenset[str] | None:
+    """Names of every video any stage of the checkpoint was trained on, or ``None`` when
+    not recorded (see :func:`read_training_data`; a stage recorded without its list,
+    ``videos = None``, adds nothing)."""
+    records = read_training_data(path)
+    if records is None:
+        return None
+    return frozenset(str(v) for r in records for v in r["videos"] or ())
 
 
 def load_hybrid(

@@ -21,11 +21,17 @@ detected face are excluded from sampling (no fallback mask) and counted in
 used as ``D2`` if it has one. Randomness: one ``numpy.random.Generator`` seeded from
 ``(seed, rank)``; ``state_dict`` / ``load_state_dict`` make a resumed run draw exactly
 the stream an uninterrupted run would.
+
+Which videos: :func:`training_split` (the complement of an evaluation protocol's test
+identities, or every video with ``protocol=None``); the sampler reads only those
+(``videos=``), and the training checkpoint records them (``TrainingSplit.record``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,9 +42,17 @@ from torch import Tensor
 
 from reenactbench.data.dataset import Dataset, VideoRecord, load_dataset
 from reenactbench.errors import InputError
+from reenactbench.protocol import Protocol, select_videos
 from reenactbench.video import frame_files, iter_frames, probe, read_image, resize
 
-__all__ = ["PairBatch", "PairSampler", "evenly_spaced", "to_tensor"]
+__all__ = [
+    "PairBatch",
+    "PairSampler",
+    "TrainingSplit",
+    "evenly_spaced",
+    "to_tensor",
+    "training_split",
+]
 
 #: Landmark detector: ``(H, W, 3) uint8`` RGB -> ``(68, 2) float32`` (x, y pixels) or None.
 Detector = Callable[[np.ndarray], np.ndarray | None]
@@ -88,6 +102,101 @@ class PairBatch:
 _TENSOR_FIELDS = ("src", "d1", "d2", "src_target", "d1_target", "src_landmarks", "d1_landmarks")
 
 
+@dataclass(frozen=True)
+class TrainingSplit:
+    """The videos a training run uses and the rule that chose them.
+
+    Attributes:
+        videos: training video names, sorted.
+        protocol: the evaluation protocol whose test identities were held out, or
+            ``None`` (no split: every video of the data, or the ``videos`` given).
+        protocol_sha256: sha256 of that protocol file ("" without one).
+        split: the protocol's split fields (``split``, ``split_seed``, ``test_fraction``,
+            ``split_file``), empty without one.
+        allow_test_identities: videos of test identities were allowed in.
+        test_identity_videos: the training videos that belong to a test identity (only
+            ever non-empty with ``allow_test_identities``).
+    """
+
+    videos: tuple[str, ...]
+    protocol: str | None = None
+    protocol_sha256: str = ""
+    split: dict[str, Any] = dataclasses.field(default_factory=dict)
+    allow_test_identities: bool = False
+    test_identity_videos: tuple[str, ...] = ()
+
+    def record(self, dataset: Dataset, stage: int) -> dict[str, Any]:
+        """What a checkpoint stores about this split (plain values, ``weights_only``
+        loadable): the stage, data root and fingerprint, the video list and the rule."""
+        return {
+            "stage": int(stage),
+            "data": str(dataset.root),
+            "data_fingerprint": dataset.fingerprint(),
+            "videos": list(self.videos),
+            "protocol": self.protocol,
+            "protocol_sha256": self.protocol_sha256,
+            "split": dict(self.split) if self.protocol is not None else "none",
+            "allow_test_identities": self.allow_test_identities,
+            "test_identity_videos": list(self.test_identity_videos),
+        }
+
+
+def training_split(
+    dataset: Dataset,
+    protocol: Protocol | None,
+    videos: Sequence[str] | None = None,
+    allow_test_identities: bool = False,
+) -> TrainingSplit:
+    """The training videos of ``dataset``: with ``protocol``, every video whose identity
+    is not one of the protocol's test identities (the identities of *all* its test
+    videos, :func:`reenactbench.protocol.select_videos` without the ``max_videos`` cap);
+    without, every video. ``videos`` names the training videos explicitly instead.
+
+    Raises:
+        InputError: a name of ``videos`` not in the data; a video of a test identity in
+            ``videos`` without ``allow_test_identities``; no training video left.
+    """
+    by_name = dataset.by_name()
+    if videos is not None:
+        unknown = [v for v in videos if v not in by_name]
+        if unknown:
+            raise InputError(
+                f"training video {unknown[0]!r} is not in {dataset.root} ({len(unknown)} "
+                "unknown name(s)); list names of its manifest.csv / videos"
+            )
+    if protocol is None:
+        chosen = sorted(set(videos)) if videos is not None else sorted(by_name)
+        return TrainingSplit(tuple(chosen), allow_test_identities=allow_test_identities)
+    uncapped = dataclasses.replace(protocol, max_videos=None)
+    test_ids = {v.identity for v in select_videos(uncapped, dataset)}
+    split = {
+        "split": protocol.split,
+        "split_seed": protocol.split_seed,
+        "test_fraction": protocol.test_fraction,
+        "split_file": protocol.split_file,
+    }
+    if videos is None:
+        chosen = sorted(n for n, v in by_name.items() if v.identity not in test_ids)
+    else:
+        chosen = sorted(set(videos))
+    leaked = tuple(n for n in chosen if by_name[n].identity in test_ids)
+    if leaked and not allow_test_identities:
+        raise InputError(
+            f"training video {leaked[0]} is of identity {by_name[leaked[0]].identity!r}, a "
+            f"test identity of protocol {protocol.name} ({len(leaked)} such video(s)); leave "
+            "it out of --videos, or pass --allow-test-identities (recorded in the checkpoint)"
+        )
+    if not chosen:
+        raise InputError(
+            f"protocol {protocol.name} (split = {protocol.split}) leaves no training video in "
+            f"{dataset.root}: all {len(by_name)} are of test identities; train on other data "
+            "with --protocol none, or use a protocol with split = identity-holdout"
+        )
+    return TrainingSplit(
+        tuple(chosen), protocol.name, protocol.sha256, split, allow_test_identities, leaked
+    )
+
+
 def _read_selected(video: VideoRecord, indices: np.ndarray) -> list[np.ndarray]:
     """Frames ``indices`` of a frame folder (only those files are read) or a video file."""
     wanted = set(int(i) for i in indices)
@@ -116,14 +225,17 @@ class PairSampler:
         resolution: which prepared resolution to read (``ROOT/<resolution>/``).
         rank: DDP rank (shards the random stream, not the data).
         detector: landmark detector (default ``reenactbench.faces.detect_landmarks``).
+        videos: names of the videos to train on (default: every video of the data set;
+            see :func:`training_split`).
 
     Attributes:
         n_cached: frames kept for sampling; excluded: frames dropped (no face detected);
         excluded_by_video: per-video count of those; videos: names of the cached videos.
 
     Raises:
-        InputError: no usable source video (two face frames), or fewer than two
-            identities with usable frames (``D2`` needs a different identity).
+        InputError: no usable source video (two face frames), fewer than two
+            identities with usable frames (``D2`` needs a different identity), or a
+            name in ``videos`` that the data set does not hold.
     """
 
     def __init__(
@@ -136,6 +248,7 @@ class PairSampler:
         resolution: int = 256,
         rank: int = 0,
         detector: Detector | None = None,
+        videos: Sequence[str] | None = None,
     ) -> None:
         if frames_per_video < 2:
             raise InputError(
@@ -148,11 +261,25 @@ class PairSampler:
 
             detector = detect_landmarks
         self.dataset: Dataset = load_dataset(Path(dataset_root), resolution)
+        self.selected = self._select(videos)
         self._build_cache(detector)
         self._rng = np.random.default_rng([seed, rank])
         self.batches_drawn = 0
 
     # ------------------------------------------------------------------ cache
+    def _select(self, videos: Sequence[str] | None) -> tuple[VideoRecord, ...]:
+        """The data set's videos named in ``videos`` (all when None), in name order."""
+        if videos is None:
+            return self.dataset.videos
+        wanted = set(videos)
+        missing = sorted(wanted - set(self.dataset.by_name()))
+        if missing:
+            raise InputError(
+                f"{self.dataset.root}: has no video {missing[0]!r} ({len(missing)} of the "
+                f"{len(wanted)} training videos missing); train on the data the list is for"
+            )
+        return tuple(v for v in self.dataset.videos if v.name in wanted)
+
     def _build_cache(self, detector: Detector) -> None:
         L, S = self.loss_size, self.input_size
         frames_l: list[np.ndarray] = []
@@ -161,7 +288,7 @@ class PairSampler:
         rows_by_video: dict[str, list[int]] = {}
         identity: dict[str, str] = {}
         self.excluded_by_video: dict[str, int] = {}
-        for video in self.dataset.videos:
+        for video in self.selected:
             indices = evenly_spaced(_n_frames(video), self.frames_per_video)
             rows: list[int] = []
             dropped = 0
@@ -260,8 +387,10 @@ class PairSampler:
 
     # ------------------------------------------------------------------ state
     def _fingerprint(self) -> dict[str, Any]:
+        names = "\n".join(v.name for v in self.selected).encode()
         return {
             "dataset": self.dataset.fingerprint(),
+            "videos": hashlib.sha256(names).hexdigest()[:16],
             "frames_per_video": self.frames_per_video,
             "input_size": self.input_size,
             "loss_size": self.loss_size,

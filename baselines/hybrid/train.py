@@ -87,7 +87,7 @@ from .losses import (
     w_id_consistency,
 )
 from .masks import face_region_mask, feature_rec_loss
-from .pairs import PairBatch, PairSampler
+from .pairs import PairBatch, PairSampler, TrainingSplit
 
 __all__ = ["LOG_COLUMNS", "D_REG_EVERY", "STATE_FILE", "train_hybrid", "checkpoint_name"]
 
@@ -457,6 +457,21 @@ def _load_encoder(model: nn.Module, path: Path, stage: int | None, cfg: HybridCo
     return int(ckpt["step"])
 
 
+def _training_data(
+    split: TrainingSplit, sampler: PairSampler, stage: int, earlier: Path | None
+) -> list[dict[str, Any]]:
+    """Checkpoint ``training_data``: the records of the stages before ``stage`` found in
+    ``earlier`` (stage 2's init, or the checkpoint a resume continues), then this one's;
+    an earlier stage that recorded nothing appears with ``videos = None``."""
+    from .checkpoint import read_training_data
+
+    records = read_training_data(earlier) if earlier is not None else []
+    before = [r for r in records or [] if r.get("stage", 0) < stage]
+    if records is None and stage == 2:
+        before = [{"stage": 1, "data": None, "videos": None, "note": "not recorded"}]
+    return [*before, split.record(sampler.dataset, stage)]
+
+
 def train_hybrid(
     cfg: HybridConfig,
     data: Path,
@@ -468,6 +483,7 @@ def train_hybrid(
     on_progress: ProgressFn | None = None,
     weights: Mapping[str, Path] | None = None,
     init: Path | None = None,
+    split: TrainingSplit | None = None,
 ) -> Path:
     """Train the hybrid encoder, one stage per call (see the module docstring).
 
@@ -486,6 +502,9 @@ def train_hybrid(
         weights: weight name -> file overrides (``stylegan2-ffhq``, ``ir-se50``,
             ``lpips-alex``).
         init: stage-1 checkpoint stage 2 starts from (default ``out/stage1.pt``).
+        split: the training videos of ``data`` (``pairs.training_split``: a protocol's
+            train split); ``None`` trains on every video. The checkpoint records the
+            list and the rule (``training_data``), after those of earlier stages.
 
     Returns:
         The stage's latest checkpoint, ``out/stage{stage}.pt``.
@@ -555,7 +574,14 @@ def train_hybrid(
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
     z_gen = torch.Generator().manual_seed(tc.seed * 1000 + rank)
     sampler = PairSampler(
-        data, cfg.encoder.input_size, frames_per_video=tc.frames_per_video, seed=tc.seed, rank=rank
+        data, cfg.encoder.input_size, frames_per_video=tc.frames_per_video, seed=tc.seed,
+        rank=rank, videos=split.videos if split is not None else None,
+    )  # fmt: skip
+    training_data = _training_data(
+        split or TrainingSplit(tuple(v.name for v in sampler.selected)),
+        sampler,
+        stage,
+        ckpt_path if resume else init if stage == 2 else None,
     )
     encoder: nn.Module = _EncoderPass(model)
     if world > 1:
@@ -601,6 +627,7 @@ def train_hybrid(
             "config": asdict(cfg),
             "data": str(data),
             "data_fingerprint": sampler.dataset.fingerprint(),
+            "training_data": training_data,
             "frames_cached": sampler.n_cached,
             "frames_excluded_no_face": sampler.excluded,
             "excluded_by_video": sampler.excluded_by_video,
@@ -619,7 +646,7 @@ def train_hybrid(
     def save(step: int) -> None:
         if not writer:
             return
-        save_checkpoint(ckpt_path, model, step=step, stage=stage)
+        save_checkpoint(ckpt_path, model, step=step, stage=stage, training_data=training_data)
         _atomic_save(
             {
                 "stage": stage,

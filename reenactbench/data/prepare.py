@@ -62,6 +62,7 @@ __all__ = [
     "read_manifest",
     "write_manifest",
     "prepare_videos",
+    "prepare_named",
 ]
 
 #: Longer side (px) of the downscaled copy the detector runs on.
@@ -379,7 +380,47 @@ def prepare_videos(
             )
         names[name] = path
     mapping = _read_identities(identities) if identities is not None else {}
+    return prepare_named(
+        names,
+        out_dir,
+        {name: mapping.get(name) or identity_of(name) for name in names},
+        res,
+        max_frames,
+        margin,
+        detect_every,
+        on_progress,
+    )
 
+
+def prepare_named(
+    names: dict[str, Path],
+    out_dir: Path,
+    identities: dict[str, str],
+    resolutions: Iterable[int] = (256,),
+    max_frames: int = 500,
+    margin: float = DEFAULT_MARGIN,
+    detect_every: int = 5,
+    on_progress: Progress | None = None,
+) -> PrepareResult:
+    """Prepare the videos ``names`` (video name -> file or frame folder) with the given
+    identities (video name -> identity) into ``out_dir``: the work of
+    :func:`prepare_videos` once the videos are listed (``prepare celebvhq`` lists them
+    from its annotation file). Same layout, crop rule, resumption and skip rules.
+
+    Raises:
+        InputError: bad resolutions, ``max_frames`` or ``detect_every``; no face
+            detector installed.
+    """
+    res = check_resolutions(resolutions)
+    if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1:
+        raise InputError(f"max_frames must be a positive integer, got {max_frames!r}")
+    if detect_every < 1:
+        raise InputError(f"detect_every must be >= 1, got {detect_every}")
+    from reenactbench.faces import faces_unavailable
+
+    reason = faces_unavailable()
+    if reason:
+        raise InputError(f"prepare {reason}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = out_dir / "manifest.csv"
@@ -387,7 +428,7 @@ def prepare_videos(
     result = PrepareResult(manifest)
     skipped_rows: list[dict[str, object]] = []
     for done, (name, path) in enumerate(names.items(), start=1):
-        identity = mapping.get(name) or identity_of(name)
+        identity = identities[name]
         old = rows.get(name)
         if old is not None and _complete(out_dir, old, res):
             if old.get("identity") != identity:  # mapping changed: metadata only
