@@ -894,22 +894,35 @@ def _training_split(data: Path, protocol: str, videos: Path | None, allow: bool)
 
 
 # ---------------------------------------------------------------- data
+ResolutionsOpt = Annotated[
+    list[int], typer.Option(help="Output resolution; repeat for several (256, 1024).")
+]
+MaxFramesOpt = Annotated[int, typer.Option(min=1, help="Keep the first N frames.")]
+MarginOpt = Annotated[
+    float,
+    typer.Option(
+        min=0.0, help="Box enlargement per side, relative to the face box side (docs/data.md)."
+    ),
+]
+
+
+def _report_prepared(result: object) -> None:
+    """The skipped videos and warnings of a ``prepare`` command, one line each."""
+    for name, reason in result.skipped.items():  # type: ignore[attr-defined]
+        err.print(f"[yellow]skipped: {escape(name)}: {escape(reason)}[/yellow]")
+    for text in result.warnings.values():  # type: ignore[attr-defined]
+        err.print(f"[yellow]warning: {escape(text)}[/yellow]")
+
+
 @prepare_app.command("hdtf")
 def prepare_hdtf(
     raw: Annotated[
         Path, typer.Option(help="Folder of raw HDTF videos (e.g. WRA_AdamKinzinger_000.mp4).")
     ],
     out_dir: Annotated[Path, typer.Option("--out", help="Output data folder.")],
-    resolution: Annotated[
-        list[int], typer.Option(help="Output resolution; repeat for several (256, 1024).")
-    ] = [256],  # noqa: B006
-    max_frames: Annotated[int, typer.Option(min=1, help="Keep the first N frames.")] = 500,
-    margin: Annotated[
-        float,
-        typer.Option(
-            min=0.0, help="Box enlargement per side, relative to the face box side (docs/data.md)."
-        ),
-    ] = DEFAULT_MARGIN,
+    resolution: ResolutionsOpt = [256],  # noqa: B006
+    max_frames: MaxFramesOpt = 500,
+    margin: MarginOpt = DEFAULT_MARGIN,
     identities: Annotated[
         Path | None, typer.Option(help="CSV video,identity overriding the naming rule.")
     ] = None,
@@ -927,10 +940,7 @@ def prepare_hdtf(
             identities=identities,
             on_progress=bar,
         )
-    for name, reason in result.skipped.items():
-        err.print(f"[yellow]skipped: {escape(name)}: {escape(reason)}[/yellow]")
-    for text in result.warnings.values():
-        err.print(f"[yellow]warning: {escape(text)}[/yellow]")
+    _report_prepared(result)
     out.print(f"{len(result.prepared)} videos prepared; manifest: {result.manifest}")
 
 
@@ -944,16 +954,9 @@ def prepare_celebvhq_cmd(
         Path, typer.Option(help="CelebV-HQ's celebvhq_info.json (identity = ytb_id).")
     ],
     out_dir: Annotated[Path, typer.Option("--out", help="Output data folder.")],
-    resolution: Annotated[
-        list[int], typer.Option(help="Output resolution; repeat for several (256, 1024).")
-    ] = [256],  # noqa: B006
-    max_frames: Annotated[int, typer.Option(min=1, help="Keep the first N frames.")] = 500,
-    margin: Annotated[
-        float,
-        typer.Option(
-            min=0.0, help="Box enlargement per side, relative to the face box side (docs/data.md)."
-        ),
-    ] = DEFAULT_MARGIN,
+    resolution: ResolutionsOpt = [256],  # noqa: B006
+    max_frames: MaxFramesOpt = 500,
+    margin: MarginOpt = DEFAULT_MARGIN,
 ) -> None:
     """CelebV-HQ clips into the prepared layout (stage-1 training data, docs/hybrid.md)."""
     from reenactbench.data.celebvhq import prepare_celebvhq
@@ -964,10 +967,7 @@ def prepare_celebvhq_cmd(
             margin=margin, on_progress=bar,
         )  # fmt: skip
     result = done.prepare
-    for name, reason in result.skipped.items():
-        err.print(f"[yellow]skipped: {escape(name)}: {escape(reason)}[/yellow]")
-    for text in result.warnings.values():
-        err.print(f"[yellow]warning: {escape(text)}[/yellow]")
+    _report_prepared(result)
     if done.missing:
         err.print(
             f"[yellow]skipped: {len(done.missing)} annotated clips not in {escape(str(raw))} "

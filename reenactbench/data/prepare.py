@@ -320,6 +320,27 @@ def _read_identities(path: Path) -> dict[str, str]:
     return mapping
 
 
+def _check_settings(
+    resolutions: Iterable[int], max_frames: object, detect_every: int
+) -> tuple[int, ...]:
+    """The checked resolutions; usage errors and a missing face detector raise first.
+
+    Raises:
+        InputError: bad resolutions, ``max_frames`` or ``detect_every``; no face detector.
+    """
+    res = check_resolutions(resolutions)
+    if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1:
+        raise InputError(f"max_frames must be a positive integer, got {max_frames!r}")
+    if detect_every < 1:
+        raise InputError(f"detect_every must be >= 1, got {detect_every}")
+    from reenactbench.faces import faces_unavailable
+
+    reason = faces_unavailable()
+    if reason:
+        raise InputError(f"prepare {reason}")
+    return res
+
+
 def _video_name(path: Path) -> str:
     return path.stem if path.is_file() else path.name
 
@@ -360,16 +381,7 @@ def prepare_videos(
         InputError: ``raw_dir`` has no videos, duplicate video names, bad resolutions,
             bad ``max_frames``/``detect_every``, bad identities file.
     """
-    res = check_resolutions(resolutions)
-    if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1:
-        raise InputError(f"max_frames must be a positive integer, got {max_frames!r}")
-    if detect_every < 1:
-        raise InputError(f"detect_every must be >= 1, got {detect_every}")
-    from reenactbench.faces import faces_unavailable
-
-    reason = faces_unavailable()
-    if reason:
-        raise InputError(f"prepare {reason}")
+    res = _check_settings(resolutions, max_frames, detect_every)
     videos = list_videos(Path(raw_dir))
     names: dict[str, Path] = {}
     for path in videos:
@@ -411,16 +423,7 @@ def prepare_named(
         InputError: bad resolutions, ``max_frames`` or ``detect_every``; no face
             detector installed.
     """
-    res = check_resolutions(resolutions)
-    if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1:
-        raise InputError(f"max_frames must be a positive integer, got {max_frames!r}")
-    if detect_every < 1:
-        raise InputError(f"detect_every must be >= 1, got {detect_every}")
-    from reenactbench.faces import faces_unavailable
-
-    reason = faces_unavailable()
-    if reason:
-        raise InputError(f"prepare {reason}")
+    res = _check_settings(resolutions, max_frames, detect_every)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     manifest = out_dir / "manifest.csv"
