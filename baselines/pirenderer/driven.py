@@ -20,6 +20,7 @@ hook (docs/adapters.md).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -77,7 +78,7 @@ def read_rows(path: Path) -> tuple[np.ndarray, Path]:
     return rows.astype(np.float32), path
 
 
-class CoeffDrivenMethod(SidecarInputs):
+class CoeffDrivenMethod(SidecarInputs, ABC):
     """Base of the coefficient-driven adapters. A subclass sets ``name``, ``resolution``
     (of its output), ``weights`` (its own plus ``deep3d-recon``) and implements
     :meth:`prepare_source` and :meth:`render`. Frames come in at :data:`COEFF_RES` (the
@@ -133,13 +134,13 @@ class CoeffDrivenMethod(SidecarInputs):
         self._detected.persist(folder)
 
     # ------------------------------------------------------------------ subclass API
+    @abstractmethod
     def prepare_source(self, source: np.ndarray) -> Any:
         """What :meth:`render` needs of the ``(256, 256, 3)`` source."""
-        raise NotImplementedError
 
+    @abstractmethod
     def render(self, state: Any, desc: list[np.ndarray]) -> np.ndarray:
         """``(B, resolution, resolution, 3) uint8`` frames of ``(73, 27)`` descriptors."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------------------ rows
     def check(self, frame: np.ndarray, what: str) -> np.ndarray:
