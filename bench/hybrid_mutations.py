@@ -63,26 +63,26 @@ MUTATIONS = (
     Mutation(
         "a",
         "Eq. 14: w_id, reg, feat logged but left out of the total",
-        "train.py",
-        "            if k in _WEIGHT_OF:\n                total = total + getattr(",
-        '            if k in ("id", "adv"):\n                total = total + getattr(',
-        "train",
+        "train_step.py",
+        "        if k in WEIGHT_OF:\n            total = total + getattr(",
+        '        if k in ("id", "adv"):\n            total = total + getattr(',
+        "train_step",
     ),
     Mutation(
         "b",
         "Eq. 12 on S_F^{D2} instead of S_F^{D1}",
-        "train.py",
+        "train_step.py",
         "regularization(w_s.float(), [s.float() for s in sf_d1], w.lambda_s)",
         "regularization(w_s.float(), [s.float() for s in sf_d2], w.lambda_s)",
-        "train",
+        "train_step",
     ),
     Mutation(
         "c",
         "I^{S->D2} rendered with D1's S_F",
-        "train.py",
+        "train_step.py",
         "torch.cat((a, b, c, torch.zeros_like(a)))",
         "torch.cat((a, b, b, torch.zeros_like(a)))",
-        "train",
+        "train_step",
     ),
     Mutation(
         "d",
@@ -114,10 +114,10 @@ EXTRA = (
     Mutation(
         "g",
         "Eq. 13 second pair masked with M^S instead of M^{D1}",
-        "train.py",
+        "train_step.py",
         "(y_sd1, batch.d1_target, m_d1)",
         "(y_sd1, batch.d1_target, m_s)",
-        "train",
+        "train_step",
     ),
 )
 
@@ -163,7 +163,7 @@ def environment(dest: Path) -> dict[str, str]:
 
 def check_import(dest: Path, mutation: Mutation | None, env: dict[str, str]) -> None:
     """The copy's modules are the ones imported, and they hold the mutation."""
-    modules = ("train", "cma") if mutation is None else (mutation.module,)
+    modules = ("train_step", "cma") if mutation is None else (mutation.module,)
     for mod in modules:
         code = f"import reenactbench.baselines.hybrid.{mod} as m; print(m.__file__)"
         out = subprocess.run(

@@ -276,8 +276,8 @@ def test_identity_and_lpips_terms_wired(demo_data: Path, tmp_path: Path, monkeyp
 
         return dist
 
-    monkeypatch.setattr(tr, "_identity_fn", fake_id)
-    monkeypatch.setattr(tr, "_lpips_fn", fake_lpips)
+    monkeypatch.setattr(tr, "identity_fn", fake_id)
+    monkeypatch.setattr(tr, "lpips_fn", fake_lpips)
     cfg = tiny()
     cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, id=0.1, lpips=0.8))
     tr.train_hybrid(cfg, demo_data, tmp_path / "run", max_iters=2)
@@ -297,13 +297,13 @@ def _ddp_worker(rank: int, world: int, data: str, out: str, port: int) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
     runs = []
-    step = tr._step
+    step = tr.train_step
 
     def spy(run, batch, i):
         runs.append(run)
         return step(run, batch, i)
 
-    tr._step = spy
+    tr.train_step = spy
     try:
         tr.train_hybrid(tiny(), Path(data), Path(out), max_iters=3)
         run = runs[-1]

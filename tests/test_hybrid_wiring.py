@@ -1,4 +1,4 @@
-"""Wiring of the hybrid training step (train.py ``_step``, Eqs. 5-14) and of CMA (cma.py
+"""Wiring of the hybrid training step (train_step.py ``train_step``, Eqs. 5-14) and of CMA (cma.py
 ``cycle_loss``, Eqs. 15-18): which latents and images each loss receives, and how the
 logged terms make up the Eq. 14 total.
 
@@ -26,7 +26,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from reenactbench.baselines.hybrid import cma
-from reenactbench.baselines.hybrid import train as tr
+from reenactbench.baselines.hybrid import train_step as ts
 from reenactbench.baselines.hybrid.config import HybridConfig, load_config
 from reenactbench.baselines.hybrid.discriminator import LatentDiscriminator
 from reenactbench.baselines.hybrid.losses import regularization, w_id_consistency
@@ -160,7 +160,7 @@ def batch() -> PairBatch:
 def make_run(cfg: HybridConfig, fresh: HybridModel) -> Any:
     """What ``train_hybrid`` builds for a stage-1 step (a copy of ``fresh``; seeded D)."""
     model = copy.deepcopy(fresh)
-    params = tr._trainable(model, 1)
+    params = ts.trainable(model, 1)
     disc = d_opt = None
     if cfg.loss.adv > 0:
         g_style = cfg.generator.style_dim
@@ -168,11 +168,11 @@ def make_run(cfg: HybridConfig, fresh: HybridModel) -> Any:
         disc.reset_parameters(torch.Generator().manual_seed(cfg.train.seed + 1))
         disc.requires_grad_(False)
         d_opt = torch.optim.Adam(disc.parameters(), lr=cfg.train.d_lr)
-    return tr._Run(
+    return ts.Run(
         cfg=cfg,
         stage=1,
         model=model,
-        encoder=tr._EncoderPass(model),
+        encoder=ts.EncoderPass(model),
         disc=disc,
         opt=torch.optim.Adam(params, lr=cfg.train.lr),
         d_opt=d_opt,
@@ -190,7 +190,7 @@ def run_step(
     cfg: HybridConfig, fresh: HybridModel, batch: PairBatch, step: int = 1
 ) -> dict[str, float]:
     """One ``_step`` (eval mode: E is per-sample, as the references) -> logged values."""
-    logged, _ = tr._step(make_run(cfg, fresh), batch, step)
+    logged, _ = ts.train_step(make_run(cfg, fresh), batch, step)
     return logged
 
 
@@ -261,8 +261,8 @@ def spied(fresh_model: HybridModel, batch: PairBatch) -> Spied:
     run.disc.register_forward_pre_hook(lambda mod, args: disc_inputs.append(detached(args[0])))
     with pytest.MonkeyPatch.context() as mp:
         for name, names in spec.items():
-            mp.setattr(tr, name, recorder(getattr(tr, name), calls[name], names))
-        logged, images = tr._step(run, batch, 1)
+            mp.setattr(ts, name, recorder(getattr(ts, name), calls[name], names))
+        logged, images = ts.train_step(run, batch, 1)
     return Spied(logged, images, calls, disc_inputs)
 
 
@@ -275,7 +275,7 @@ def one_call(spied: Spied, name: str) -> dict[str, Any]:
 def test_total_is_the_weighted_sum_of_the_logged_terms(spied: Spied) -> None:
     """``total = self + reenact + sum_k lambda_k * term_k`` over the logged terms."""
     w, got = tiny_cfg().loss, spied.logged
-    assert set(tr._TERMS) <= set(got), f"a term is not logged: {sorted(got)}"
+    assert set(ts.TERMS) <= set(got), f"a term is not logged: {sorted(got)}"
     want = got["self"] + got["reenact"]
     want += sum(getattr(w, LAMBDA_OF[k]) * got[k] for k in LAMBDA_OF)
     # every weighted term is far above the tolerance, so leaving one out fails
@@ -363,7 +363,7 @@ def test_eq13_masked_pairs(spied: Spied, ref: Reference, batch: PairBatch) -> No
     pairs = one_call(spied, "feature_rec_loss")["pairs"]
     assert len(pairs) == 2
     size = ref.y_ss.shape[-1]
-    dil = tr.mask_dilation(size)
+    dil = ts.mask_dilation(size)
     want = {
         "src": (ref.y_ss, batch.src_target, face_region_mask(batch.src_landmarks, size, dil)),
         "d1": (ref.y_sd1, batch.d1_target, face_region_mask(batch.d1_landmarks, size, dil)),

@@ -29,7 +29,6 @@ A CMA- or PTI-tuned G is never saved: both run per video at inference.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ import torch
 from torch import Tensor
 
 from reenactbench.errors import InputError
-from reenactbench.nn.loading import safe_load
+from reenactbench.nn.loading import safe_load, save_atomic
 from reenactbench.nn.stylegan2 import Generator
 
 from .config import HybridConfig, config_from_dict, config_to_dict
@@ -97,11 +96,7 @@ def save_checkpoint(
         ckpt["train"] = dict(train)
     if training_data is not None:
         ckpt["training_data"] = [dict(r) for r in training_data]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
-    return path
+    return save_atomic(path, ckpt)
 
 
 def read_checkpoint(path: Path | str) -> dict[str, Any]:

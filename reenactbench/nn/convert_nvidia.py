@@ -81,8 +81,7 @@ import torch
 from torch import Tensor
 
 from reenactbench.errors import InputError
-from reenactbench.files import atomic_write_bytes
-from reenactbench.nn.loading import safe_load
+from reenactbench.nn.loading import safe_load, save_atomic
 
 __all__ = [
     "rosinality_generator_shapes",
@@ -493,10 +492,7 @@ def convert_nvidia_pickle(src: Path, dst: Path, size: int | None = None) -> Path
     if dst.is_dir():
         dst = dst / f"{src.stem}.pt"
     g_ema, latent_avg = convert_nvidia_state_dict(read_nvidia_generator(src), size, str(src))
-    buf = io.BytesIO()
-    torch.save({"g_ema": g_ema, "latent_avg": latent_avg}, buf)
-    atomic_write_bytes(dst, buf.getvalue())
-    return dst
+    return save_atomic(dst, {"g_ema": g_ema, "latent_avg": latent_avg})
 
 
 def _log2(n: int, what: str) -> int:

@@ -1,5 +1,6 @@
-"""Reading checkpoint files, and what is wrong between a network and a state dict: shared
-by every checkpoint reader of reenactbench (methods, metrics, the hybrid model).
+"""Reading and writing checkpoint files, and what is wrong between a network and a state
+dict: shared by every checkpoint reader and writer of reenactbench (methods, metrics, the
+hybrid model and its training).
 
 **No checkpoint is ever fully unpickled.** A weight file comes from the internet; a pickle
 can run any code when it is loaded. :func:`safe_load` is the one door: it uses
@@ -11,6 +12,7 @@ with one line naming it; there is no "trusted" fallback.
 
 from __future__ import annotations
 
+import io
 import pickle
 import re
 from collections.abc import Iterable, Mapping
@@ -20,8 +22,18 @@ import torch
 from torch import Tensor
 
 from reenactbench.errors import InputError
+from reenactbench.files import atomic_write_bytes
 
-__all__ = ["few", "safe_load", "state_dict_problems"]
+__all__ = ["few", "safe_load", "save_atomic", "state_dict_problems"]
+
+
+def save_atomic(path: Path | str, obj: object) -> Path:
+    """``torch.save(obj)`` to ``path`` through :func:`reenactbench.files.atomic_write_bytes`
+    (synced temp file, then rename): a killed writer never leaves half a checkpoint."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
 
 
 def safe_load(
