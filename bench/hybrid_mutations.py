@@ -72,8 +72,8 @@ MUTATIONS = (
         "b",
         "Eq. 12 on S_F^{D2} instead of S_F^{D1}",
         "train_step.py",
-        "regularization(w_s.float(), [s.float() for s in sf_d1], w.lambda_s)",
-        "regularization(w_s.float(), [s.float() for s in sf_d2], w.lambda_s)",
+        "    return w_s, sf_d1, _split(images, 4)",  # what _losses' Eq. 12 reads
+        "    return w_s, sf_d2, _split(images, 4)",
         "train_step",
     ),
     Mutation(
@@ -150,6 +150,21 @@ def make_copy(dest: Path, mutation: Mutation | None) -> None:
             f"baselines/hybrid/{mutation.file} (expected 1; did the code move?):\n{mutation.old}"
         )
     path.write_text(text.replace(mutation.old, mutation.new))
+    check_names(path, mutation)
+
+
+def check_names(path: Path, mutation: Mutation) -> None:
+    """A mutation must change what the code computes, not break it: a name the mutated
+    text uses that is undefined there (pyflakes F821, via ruff) would make every test fail
+    with a NameError and prove nothing."""
+    out = subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--isolated", "--select", "F821", str(path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if out.returncode not in (0, 1):
+        print(f"note: ruff not available, mutation {mutation.key} not checked for NameErrors")
+    elif out.returncode == 1:
+        raise RuntimeError(f"mutation {mutation.key} uses an undefined name:\n{out.stdout}")
 
 
 def environment(dest: Path) -> dict[str, str]:

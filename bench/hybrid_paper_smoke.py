@@ -4,7 +4,8 @@ with seeded weights in the official layouts (speed and memory do not depend on t
 values). Prints seconds per step and the process's peak memory: what tells a user
 whether 200K iterations are days or weeks.
 
-    python bench/hybrid_paper_smoke.py --data .cache/demo-data [--batch 1] [--device cuda]
+    python bench/hybrid_paper_smoke.py --data .cache/demo-data [--batch 1] [--cma-batch 4]
+        [--device cuda] [--skip-train]
 
 On a GPU the training step runs under the config's bf16 autocast (``[train] amp``) and
 the peak GPU memory is printed too. The data: any prepared folder at 256² (the demo data
@@ -52,6 +53,18 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1, help="training batch (paper: 8)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-cma", action="store_true")
+    parser.add_argument(
+        "--skip-train",
+        action="store_true",
+        help="CMA only (needs a stage-1 checkpoint: one is made by a 1-step run first, not timed)",
+    )
+    parser.add_argument(
+        "--cma-batch",
+        type=int,
+        default=4,
+        help="CMA frames per step (paper "
+        "config: 4; 1 needs less memory and changes the optimisation)",
+    )
     parser.add_argument("--cma-checkpoint", type=Path, help=argparse.SUPPRESS)  # child run
     parser.add_argument("--cma-lpips", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--train-dir", type=Path, help=argparse.SUPPRESS)  # child run
@@ -81,8 +94,9 @@ def main() -> None:
         # each part in its own process: the training step's memory (a 1024² G with
         # gradients) is not handed back to the system, and CMA needs as much again
         common = [sys.executable, __file__, "--data", str(args.data), "--device", args.device,
-                  "--batch", str(args.batch)]  # fmt: skip
-        subprocess.run([*common, "--train-dir", str(tmp)], check=True)
+                  "--batch", str(args.batch), "--cma-batch", str(args.cma_batch)]  # fmt: skip
+        skip = ["--skip-train"] if args.skip_train else []
+        subprocess.run([*common, "--train-dir", str(tmp), *skip], check=True)
         if not args.skip_cma:
             subprocess.run([*common, "--cma-checkpoint", str(tmp / "run" / "stage1.pt"),
                             "--cma-lpips", str(weights["lpips-alex"])], check=True)  # fmt: skip
@@ -96,6 +110,8 @@ def _train(cfg: object, args: argparse.Namespace) -> None:
                "lpips-alex": tmp / "weights" / "alexnet-owt-7be5be79.pth"}  # fmt: skip
     t0 = time.perf_counter()
     train_hybrid(cfg, args.data, tmp / "run", max_iters=1, device=args.device, weights=weights)
+    if args.skip_train:
+        return
     print(f"  stage 1: build + 1 step (batch {args.batch}) {time.perf_counter() - t0:.1f} s; "
           f"peak RSS {_peak_gib():.1f} GiB", flush=True)  # fmt: skip
     t0 = time.perf_counter()
@@ -108,18 +124,20 @@ def _train(cfg: object, args: argparse.Namespace) -> None:
 
 
 def _cma_step(ckpt: Path, weights: dict[str, Path], args: argparse.Namespace) -> None:
-    """One CMA step (batch 4 at 1024², encoder input 256²) on 4 demo frames."""
+    """One CMA step (``--cma-batch`` frames at 1024², encoder input 256²) on 4 demo frames."""
     from reenactbench.methods import load_method
     from reenactbench.video import read_frames
 
     folder = args.data / "256" / "man_000"
     faces = [np.asarray(f) for f in read_frames(folder, max_frames=4, size=1024)]
     method = load_method("hybrid", device=args.device, weights=weights,
-                         checkpoint=str(ckpt), cma_steps=1, batch_size=1)  # fmt: skip
+                         checkpoint=str(ckpt), cma_steps=1, batch_size=1,
+                         cma_batch=args.cma_batch)  # fmt: skip
     t0 = time.perf_counter()
     for _ in method.reenact(faces[0], faces):
         break  # CMA runs before the first frame
-    print(f"  CMA: 1 step (4 frames at 1024², + encoding the clip and one render) "
+    print(f"  CMA: 1 step ({args.cma_batch} of 4 frames at 1024², + encoding the clip and one "
+          "render) "
           f"{time.perf_counter() - t0:.1f} s; peak RSS {_peak_gib():.1f} GiB")  # fmt: skip
 
 

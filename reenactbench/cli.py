@@ -436,10 +436,10 @@ def _run(
                 run_dir = run_protocol(proto, opts, on_progress=bar, on_message=_notice)
         finally:
             world.close()
-        if world.is_main:  # the tables and figures, as `reenactbench report` writes them
+        if world.is_main:  # the tables, figures and page, as `reenactbench report` writes them
             from reenactbench.report import write_report
 
-            write_report(run_dir, ("csv", "latex", "md"))
+            write_report(run_dir)
             _print_summary(run_dir)
 
 
@@ -643,30 +643,83 @@ def weights_verify() -> None:
 
 
 # ---------------------------------------------------------------- report
+#: ``report``'s default formats: reenactbench.report.DEFAULT_FORMATS (not imported here:
+#: the CLI starts without torch; a test keeps the two equal).
+REPORT_FORMATS = "csv,latex,md,html"
+
+
+def _run_dirs(folder: Path) -> list[Path]:
+    """``folder`` itself when it is a run directory, else its sub-folders that are (a
+    folder of runs, e.g. ``results/demo``); none is an error."""
+    if (folder / "run.json").is_file():
+        return [folder]
+    runs = sorted(p.parent for p in folder.glob("*/run.json")) if folder.is_dir() else []
+    if not runs:
+        raise InputError(
+            f"{folder}: not a run directory (no run.json) nor a folder of runs; "
+            "pass the --out folder of `reenactbench run`"
+        )
+    return runs
+
+
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run directory, or a folder of them (one index page).")
+    ],
     format: Annotated[
-        str, typer.Option("--format", help="Comma list of csv, latex, md.")
-    ] = "csv,latex,md",
+        str, typer.Option("--format", help="Comma list of csv, latex, md, html.")
+    ] = REPORT_FORMATS,
     paper: Annotated[
         bool, typer.Option("--paper", help="Put the paper's numbers beside ours.")
     ] = False,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="HTML: prepared data for the source/driving panels (default: run's)."),
+    ] = None,
+    video: Annotated[
+        list[str] | None,
+        typer.Option("--video", help="HTML: driving video(s) with a video grid (default: 2)."),
+    ] = None,
+    metric: Annotated[
+        str, typer.Option(help="HTML: frame metric plotted over time and as a spread.")
+    ] = "l1",
 ) -> None:
-    """Write tables (paper layouts) and heatmaps of a run (per_video.csv, summary.csv and
-    heatmaps are first rebuilt from the run's job records, when it has them)."""
+    """Write tables (paper layouts), heatmaps and the HTML page of a run (per_video.csv,
+    summary.csv and heatmaps are first rebuilt from the run's job records, when it has
+    them). For a folder of runs, each run's report and an index.html linking them."""
     from reenactbench.collect import refresh
     from reenactbench.report import write_report
+    from reenactbench.report.html import INDEX, write_index
 
+    formats = [f.strip() for f in format.split(",") if f.strip()]
+    written: list[Path] = []
     with user_errors():
-        if not (run_dir / "run.json").is_file():
-            raise InputError(f"{run_dir}: not a run directory (no run.json)")
-        refresh(run_dir, say=_notice)
-        written = write_report(
-            run_dir, [f.strip() for f in format.split(",") if f.strip()], paper=paper
-        )
+        _check_frame_metric(metric)
+        runs = _run_dirs(run_dir)
+        several = runs != [run_dir]
+        for one in runs:
+            refresh(one, say=_notice)
+            written += write_report(
+                one, formats, paper=paper, data_dir=data, videos=video or (), metric=metric,
+                index_href=f"../{INDEX}" if several else None,
+            )  # fmt: skip
+        if several and "html" in formats:
+            written.append(write_index(run_dir, runs))
     for path in written:
         out.print(str(path))
+
+
+def _check_frame_metric(metric: str) -> None:
+    from reenactbench.errors import MetricError
+    from reenactbench.metrics import get_metric
+
+    try:
+        spec = get_metric(metric)
+    except MetricError:
+        spec = None
+    if spec is None or spec.kind != "frame":
+        raise InputError(f"--metric {metric}: not a frame metric; use l1, psnr, ssim, lpips or id")
 
 
 # ---------------------------------------------------------------- score
@@ -1011,12 +1064,15 @@ def demo(
         typer.Option("--method", "-m", help="Methods (default: static, oracle, landmark-warp)."),
     ] = None,
 ) -> None:
-    """Run the demo protocols (same-id, cross-id, robustness) and write their reports."""
+    """Run the demo protocols (same-id, cross-id, robustness) and write their reports, with
+    the generated frames kept for the HTML pages, and an index page linking them."""
     from reenactbench.protocol import load_protocol
     from reenactbench.report import write_report
+    from reenactbench.report.html import INDEX, write_index
     from reenactbench.runner import RunOptions, run_protocol
 
     methods_ = list(method or DEMO_METHODS)
+    run_dirs = []
     with user_errors():
         for kind in ("same_id", "cross_id", "robustness"):
             proto = load_protocol(f"demo_{kind}")
@@ -1024,12 +1080,15 @@ def demo(
             with progress_bar() as bar:
                 run_protocol(
                     proto,
-                    RunOptions(data=data, methods=methods_, out=run_dir),
+                    RunOptions(data=data, methods=methods_, out=run_dir, save_frames=True),
                     on_progress=bar,
                     on_message=_notice,
                 )
-            write_report(run_dir, ("csv", "latex", "md"), paper=True)
+            write_report(run_dir, paper=True, data_dir=data, index_href=f"../{INDEX}")
             _print_summary(run_dir)
+            run_dirs.append(run_dir)
+        index = write_index(out_dir, run_dirs, title="reenactbench demo")
+    out.print(f"report: {index}")
 
 
 def main() -> None:

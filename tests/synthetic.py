@@ -58,3 +58,28 @@ def read_summary(run_dir: Path) -> dict[tuple[str, str], dict[str, str]]:
     """summary.csv as (method, metric) -> row."""
     with (Path(run_dir) / "summary.csv").open() as f:
         return {(r["method"], r["metric"]): r for r in csv.DictReader(f)}
+
+
+def write_summary_run(
+    root: Path,
+    kind: str,
+    methods: list[str],
+    metrics: list[str],
+    rows: list[tuple[str, str, float | None, float | None, str]],
+) -> Path:
+    """A run directory of run.json and summary.csv only (what ``report`` reads); rows are
+    (method, metric, value, std, note)."""
+    root.mkdir(parents=True, exist_ok=True)
+    run = {
+        "protocol": {"name": f"hdtf_{kind.replace('-', '_')}", "kind": kind},
+        "methods": methods,
+        "metrics": metrics,
+    }
+    (root / "run.json").write_text(json.dumps(run), encoding="utf-8")
+    with (root / "summary.csv").open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["method", "metric", "value", "std", "n", "n_frames", "note"])
+        for method, metric, value, std, note in rows:
+            n = "" if value is None else 25
+            w.writerow([method, metric, "" if value is None else value, std or "", n, 500, note])
+    return root

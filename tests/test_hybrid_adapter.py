@@ -268,6 +268,26 @@ def test_cma_frames_spread_across_the_clip(
         HybridMethod(**kwargs, cma_frames=-1)
 
 
+def test_cma_batch_option_reaches_cma(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cma_batch=N`` is the batch CMA steps with (``[cma] batch`` otherwise)."""
+    batches: list[int] = []
+
+    def spy(model, source, driving, cfg, lpips_fn, generator):  # noqa: ANN001, ANN202
+        batches.append(cfg.batch)
+        return []
+
+    monkeypatch.setattr(cma_module, "cyclic_manifold_adjustment", spy)
+    kwargs = {"checkpoint": str(files["hybrid"]), "weights": {"lpips-alex": files["lpips-alex"]},
+              "cma_steps": 1}  # fmt: skip
+    list(HybridMethod(**kwargs).reenact(SOURCE, DRIVING))
+    list(HybridMethod(**kwargs, cma_batch=1).reenact(SOURCE, DRIVING))
+    assert batches[1] == 1 and batches[0] == HybridMethod(**kwargs).cma_cfg.batch != 1
+    with pytest.raises(MethodError, match="cma_batch must be >= 1"):
+        HybridMethod(**kwargs, cma_batch=0)
+
+
 def test_cma_restores_g_when_the_consumer_stops_early(
     files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -14,33 +14,16 @@ from reenactbench.errors import InputError
 from reenactbench.report import write_report
 from reenactbench.report.heatmaps import load_heatmaps, shared_vmax
 from reenactbench.report.tables import format_value
+from tests.synthetic import write_summary_run as make_run
 
 NOT_IMPL = "skipped: not implemented in reenactbench 0.1.0 (metric suite, issue #4)"
 NO_WEIGHTS = "skipped: weights missing (reenactbench weights import i3d FILE)"
 
 
-def make_run(
-    root: Path,
-    kind: str,
-    methods: list[str],
-    metrics: list[str],
-    rows: list[tuple[str, str, float | None, float | None, str]],
-) -> Path:
-    """Write run.json and summary.csv; rows are (method, metric, value, std, note)."""
-    root.mkdir(parents=True, exist_ok=True)
-    run = {
-        "protocol": {"name": f"hdtf_{kind.replace('-', '_')}", "kind": kind},
-        "methods": methods,
-        "metrics": metrics,
-    }
-    (root / "run.json").write_text(json.dumps(run), encoding="utf-8")
-    with (root / "summary.csv").open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["method", "metric", "value", "std", "n", "n_frames", "note"])
-        for method, metric, value, std, note in rows:
-            n = "" if value is None else 25
-            w.writerow([method, metric, "" if value is None else value, std or "", n, 500, note])
-    return root
+def md_header(text: str) -> list[str]:
+    """Header cells of the Markdown table (padding removed)."""
+    line = next(ln for ln in text.splitlines() if ln.startswith("| Method "))
+    return [c.strip() for c in line.strip("|").split(" | ")]
 
 
 def md_rows(text: str) -> dict[str, list[str]]:
@@ -73,10 +56,11 @@ def same_id(tmp_path: Path) -> Path:
 def test_same_id_tables(same_id: Path) -> None:
     written = write_report(same_id)
     tables = same_id / "tables"
-    assert written == [tables / f"table1_same_id.{ext}" for ext in ("csv", "tex", "md")]
+    tabs = [tables / f"table1_same_id.{ext}" for ext in ("csv", "tex", "md")]
+    assert written[:4] == [*tabs, same_id / "report.html"]  # then the page's assets
 
     md = (tables / "table1_same_id.md").read_text(encoding="utf-8")
-    assert "| Method | L1 ↓ | LPIPS ↓ | PSNR ↑ | SSIM ↑ |" in md  # paper column order
+    assert md_header(md) == ["Method", "L1 ↓", "LPIPS ↓", "PSNR ↑", "SSIM ↑"]  # paper order
     rows = md_rows(md)
     assert rows["FOMM"] == ["2.37", "skipped [1]", "32.8", "**0.959**"]
     assert rows["Ours"] == ["**2.28**", "skipped [1]", "**33.1**", "0.957"]
@@ -131,7 +115,7 @@ def test_cross_id_paper_dash_for_unreported(tmp_path: Path) -> None:
     run = make_run(tmp_path, "cross-id", ["fomm", "mine"], ["au_gaze_corr", "l1", "fid"], rows)
     assert write_report(run, formats=["md"], paper=True) == [run / "tables/table2_cross_id.md"]
     md = (run / "tables" / "table2_cross_id.md").read_text(encoding="utf-8")
-    assert "| Method | L1 ↓ | FID ↓ | rho_AU+GZ ↑ |" in md
+    assert md_header(md) == ["Method", "L1 ↓", "FID ↓", "rho_AU+GZ ↑"]
     rows_md = md_rows(md)
     assert rows_md["FOMM"] == ["7.12", "95.0", "0.451"]
     assert rows_md["FOMM (paper)"] == ["—", "94.0", "0.450"]  # Table 2 has no L1
@@ -173,7 +157,7 @@ def robustness(tmp_path: Path) -> Path:
 def test_robustness_tables(robustness: Path) -> None:
     write_report(robustness, formats=["md", "latex"], paper=True)
     md = (robustness / "tables" / "table3_robustness.md").read_text(encoding="utf-8")
-    assert "| Method | L1 ↓ | LPIPS ↓ ×10⁻² | FVD ↓ ×10² |" in md
+    assert md_header(md) == ["Method", "L1 ↓", "LPIPS ↓ ×10⁻²", "FVD ↓ ×10²"]
     rows = md_rows(md)
     assert rows["FOMM"] == ["2.37 ± 0.50", "7.5 ± 2.1", "skipped [1]"]
     assert rows["Ours"] == ["**2.10 ± 0.40**", "**3.0 ± 0.2**", "skipped [1]"]
@@ -233,7 +217,7 @@ def test_not_a_run_directory(tmp_path: Path) -> None:
 
 
 def test_unknown_format(same_id: Path) -> None:
-    with pytest.raises(InputError, match="unknown report format pdf; use csv, latex or md"):
+    with pytest.raises(InputError, match="unknown report format pdf; use csv, latex, md or html"):
         write_report(same_id, formats=["md", "pdf"])
     assert not (same_id / "tables").exists()
 

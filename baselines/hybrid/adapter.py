@@ -125,6 +125,8 @@ class HybridMethod:
         cma_steps: override ``[cma] steps`` (``hybrid-pti``: ``[pti] steps``); 0 = skip.
         cma_frames: override ``[cma] frames`` (0 = the whole clip; N = N frames spread
             across it).
+        cma_batch: override ``[cma] batch`` (driving frames per CMA step; a smaller batch
+            needs less memory at 1024² and changes the optimisation, so the numbers).
         edit: ``"DIRECTION=STRENGTH"`` attribute edit (Eq. 4).
         dtype: inference precision, ``fp32`` (default), ``bf16`` or ``fp16`` (autocast;
             CMA / PTI tuning always runs in fp32).
@@ -156,6 +158,7 @@ class HybridMethod:
         edit: str | None = None,
         dtype: str = "fp32",
         cma_frames: int | None = None,
+        cma_batch: int | None = None,
     ) -> None:
         self.dtype = check_dtype(dtype, f"method {self.name!r}")
         if batch_size < 1:
@@ -163,6 +166,8 @@ class HybridMethod:
         for option, value in (("cma_steps", cma_steps), ("cma_frames", cma_frames)):
             if value is not None and (not isinstance(value, int) or value < 0):
                 raise MethodError(f"method {self.name!r}: {option} must be >= 0, got {value}")
+        if cma_batch is not None and (not isinstance(cma_batch, int) or cma_batch < 1):
+            raise MethodError(f"method {self.name!r}: cma_batch must be >= 1, got {cma_batch}")
         self.device, self.batch_size = device, batch_size
         path = Path(checkpoint) if checkpoint else weight_path(self.checkpoint_weight, weights)
         cfg = read_config(path)  # check the variant before loading anything big
@@ -177,6 +182,8 @@ class HybridMethod:
         self.cma_cfg = cfg.cma if cma_steps is None else replace(cfg.cma, steps=cma_steps)
         if cma_frames is not None:
             self.cma_cfg = replace(self.cma_cfg, frames=cma_frames)
+        if cma_batch is not None:
+            self.cma_cfg = replace(self.cma_cfg, batch=cma_batch)
         self.pti_cfg = cfg.pti if cma_steps is None else replace(cfg.pti, steps=cma_steps)
         steps = {"cma": self.cma_cfg.steps, "pti": self.pti_cfg.steps, "none": 0}[self.adjust]
         lpips_path = weight_path("lpips-alex", weights) if steps > 0 else None

@@ -1,8 +1,10 @@
-"""Reports of a run directory: tables in the paper's layout and L1 heatmap figures.
+"""Reports of a run directory: tables in the paper's layout, L1 heatmap figures and an
+HTML page.
 
 ``write_report(run_dir)`` reads ``run.json`` and ``summary.csv`` (and ``heatmaps/`` for
-the robustness protocol) and writes ``tables/<table>.{csv,tex,md}`` and
-``figures/*.png``. No typer or rich here; matplotlib is imported only to draw figures.
+the robustness protocol) and writes ``tables/<table>.{csv,tex,md}``, ``figures/*.png``
+and ``report.html`` with ``report_assets/`` (:mod:`reenactbench.report.html`). No typer
+or rich here; matplotlib is imported only to draw figures.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from reenactbench.report.tables import (
 )
 
 __all__ = [
+    "DEFAULT_FORMATS",
     "FORMATS",
     "RunInfo",
     "Table",
@@ -43,6 +46,7 @@ __all__ = [
     "load_summary",
     "method_label",
     "read_run",
+    "read_table",
     "write_heatmaps",
     "write_report",
 ]
@@ -53,6 +57,8 @@ FORMATS = {
     "latex": (".tex", render_latex),
     "md": (".md", render_markdown),
 }
+#: What ``report`` and ``run`` write by default.
+DEFAULT_FORMATS = ("csv", "latex", "md", "html")
 SUMMARY_COLUMNS = ("method", "metric", "value", "std", "n", "n_frames", "note")
 
 
@@ -247,30 +253,11 @@ def write_heatmaps(heatmap_dir: Path, figures_dir: Path, methods: Sequence[str] 
     return written
 
 
-def write_report(
-    run_dir: Path, formats: Sequence[str] = ("csv", "latex", "md"), paper: bool = False
-) -> list[Path]:
-    """Write the tables (and heatmap figures, if any) of a run directory.
-
-    Args:
-        run_dir: folder with ``run.json`` and ``summary.csv`` (and optionally ``heatmaps/``).
-        formats: any of ``"csv"``, ``"latex"``, ``"md"``.
-        paper: print the paper's numbers beside ours (Tables 1-3 of Oorloff & Yacoob).
-
-    Returns:
-        The files written: ``tables/<table>.<ext>`` in the order of ``formats``, then
-        ``figures/heatmap_<method>.png`` and ``figures/heatmaps_grid.png``.
-
-    Raises:
-        InputError: unknown format, not a run directory, malformed inputs.
-    """
-    run_dir = Path(run_dir)
-    wanted = list(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
-    unknown = [f for f in wanted if f not in FORMATS]
-    if unknown or not wanted:
-        raise InputError(
-            f"unknown report format {', '.join(unknown) or '(none)'}; use csv, latex or md"
-        )
+def read_table(run_dir: Path, paper: bool = False) -> tuple[RunInfo, list[str], Table]:
+    """A run's ``run.json``, its methods in report order (the run's, then any other
+    method of ``summary.csv``) and its paper-layout table (with the paper's rows when
+    ``paper``): what every report format and :func:`~reenactbench.report.load.load_run`
+    start from."""
     info = read_run(run_dir)
     measured = load_summary(run_dir / "summary.csv")
     extra = [m for m, _ in measured if m not in info.methods]
@@ -278,8 +265,47 @@ def write_report(
     table = build_table(
         info.kind, info.protocol, methods, info.metrics, measured, paper, info.caption
     )
+    return info, methods, table
+
+
+def write_report(
+    run_dir: Path,
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    paper: bool = False,
+    *,
+    data_dir: Path | None = None,
+    videos: Sequence[str] = (),
+    metric: str = "l1",
+    index_href: str | None = None,
+) -> list[Path]:
+    """Write the tables (and heatmap figures, if any) of a run directory, and its HTML page.
+
+    Args:
+        run_dir: folder with ``run.json`` and ``summary.csv`` (and optionally ``heatmaps/``,
+            ``per_video.csv``, ``cache/``).
+        formats: any of ``"csv"``, ``"latex"``, ``"md"``, ``"html"``.
+        paper: print the paper's numbers beside ours (Tables 1-3 of Oorloff & Yacoob).
+        data_dir, videos, metric, index_href: the HTML page's data folder, grid videos,
+            plotted frame metric and index link (:func:`reenactbench.report.html.write_html`).
+
+    Returns:
+        The files written: ``tables/<table>.<ext>`` in the order of ``formats``, then
+        ``figures/heatmap_<method>.png`` and ``figures/heatmaps_grid.png``, then
+        ``report.html`` and its assets.
+
+    Raises:
+        InputError: unknown format, not a run directory, malformed inputs.
+    """
+    run_dir = Path(run_dir)
+    wanted = list(dict.fromkeys(f.strip().lower() for f in formats if f.strip()))
+    unknown = [f for f in wanted if f not in (*FORMATS, "html")]
+    if unknown or not wanted:
+        raise InputError(
+            f"unknown report format {', '.join(unknown) or '(none)'}; use csv, latex, md or html"
+        )
+    _, methods, table = read_table(run_dir, paper)
     written = []
-    for fmt in wanted:
+    for fmt in (f for f in wanted if f != "html"):
         suffix, render = FORMATS[fmt]
         out = run_dir / "tables" / f"{table.name}{suffix}"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -288,4 +314,11 @@ def write_report(
     heatmap_dir = run_dir / "heatmaps"
     if heatmap_dir.is_dir():
         written += write_heatmaps(heatmap_dir, run_dir / "figures", methods)
+    if "html" in wanted:
+        from reenactbench.report.html import write_html
+
+        written += write_html(
+            run_dir, table, methods, data_dir=data_dir, videos=videos, metric=metric,
+            index_href=index_href,
+        )  # fmt: skip
     return written

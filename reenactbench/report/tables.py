@@ -1,18 +1,27 @@
-"""Result tables in the paper's layout (Tables 1-3), rendered as Markdown, LaTeX and CSV.
+"""Result tables in the paper's layout (Tables 1-3), as pandas DataFrames rendered as
+Markdown, LaTeX, HTML and CSV.
 
 A :class:`Table` has one row per method and one column per requested metric, in the
 paper's column order. Values are kept in reenactbench's units (L1 on the 0..255 scale,
 LPIPS and L_ID unscaled); only rendering applies the paper's print formats: fixed
 decimals for Tables 1-2 and ``mean ± std`` with Table 3's powers of ten.
+:func:`table_frame` gives the printed cells as a DataFrame and :func:`long_frame` the
+numbers in tidy long form; the renderers are pandas' (``DataFrame.to_markdown``,
+``Styler.to_latex``, ``Styler.to_html``, ``DataFrame.to_csv``) plus the title, caption
+lines and footnotes.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import html
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+
+import pandas as pd
+from jinja2 import Template
+from markupsafe import Markup
+from pandas.io.formats.style import Styler
 
 from reenactbench.metrics import PAPER_ORDER, get_metric
 from reenactbench.report.paper import (
@@ -25,14 +34,19 @@ from reenactbench.report.paper import (
 )
 
 __all__ = [
+    "STYLES",
     "Entry",
     "Row",
     "Table",
     "build_table",
+    "footnotes",
     "format_value",
+    "long_frame",
     "render_csv",
+    "render_html",
     "render_latex",
     "render_markdown",
+    "table_frame",
 ]
 
 #: Decimals the paper prints per metric (Tables 1-2; Table 3's unscaled metrics too).
@@ -253,6 +267,14 @@ class _Notes:
         return self.texts.index(text) + 1
 
 
+def _is_best(table: Table, row: Row, metric: str) -> bool:
+    """Whether ``row``'s value of ``metric`` is the column's best measured one."""
+    entry = row.entries.get(metric)
+    if row.source != "ours" or entry is None or entry.skipped:
+        return False
+    return entry.value == _best(table, metric)
+
+
 def _cells(
     table: Table,
     row: Row,
@@ -282,7 +304,7 @@ def _cells(
         else:
             assert entry.value is not None
             text = escape(format_value(table.kind, metric, entry.value, entry.std))
-            if bold and row.source == "ours" and entry.value == _best(table, metric):
+            if bold and _is_best(table, row, metric):
                 text = bold(text)
             if entry.ci is not None:
                 lo, hi = (format_value(table.kind, metric, v) for v in entry.ci)
@@ -309,31 +331,6 @@ def _title(table: Table) -> str:
     return f"Table {n}: {_TITLES[table.kind]} (protocol {table.protocol}; {_POOLING[table.kind]})"
 
 
-def render_markdown(table: Table) -> str:
-    """The table as GitHub Markdown; the best measured value of each column in bold."""
-    notes = _Notes()
-
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-    out = [f"**{_title(table)}**", ""]
-    if table.caption:
-        out += [f"{text}  " for text in table.caption] + [""]
-    out.append(line(_header_md(table)))
-    out.append("|" + "---|" + "---:|" * len(table.metrics))
-    in_paper = False
-    for row in table.rows:
-        if row.paper_only and not in_paper:
-            out.append(line(["*paper*"] + [""] * len(table.metrics)))
-            in_paper = True
-        cells = _cells(table, row, notes, lambda i: f" [{i}]", str, lambda t: f"**{t}**")
-        out.append(line([row.label, *cells]))
-    if notes.texts:
-        out.append("")
-        out += [f"[{i}] {text}  " for i, text in enumerate(notes.texts, 1)]
-    return "\n".join(out) + "\n"
-
-
 _LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
@@ -343,6 +340,8 @@ _LATEX_SPECIAL = {c: "\\" + c for c in "&%$#_{}"} | {
     "\u2014": "---",
     "\u221e": r"$\infty$",
     "\u2212": "$-$",
+    "\n": " ",  # one table row per line
+    "\r": " ",
 }
 
 
@@ -359,61 +358,243 @@ def _tex_label(label: str) -> str:
     return rf"${base}_{{\mathrm{{{sub}}}}}$"
 
 
-def render_latex(table: Table) -> str:
-    """The table as a LaTeX ``table`` environment (needs ``booktabs``)."""
-    notes = _Notes()
+def _header_tex(table: Table) -> list[str]:
     heads = ["Method"]
     for k in table.metrics:
         spec = get_metric(k)
         arrow = r"$\uparrow$" if spec.higher_is_better else r"$\downarrow$"
         heads.append(f"{_tex_label(spec.label)} {arrow}{_scale_suffix(table.kind, k, latex=True)}")
-    ncol = len(heads)
-    out = [
-        r"\begin{table}[t]",
-        r"\centering",
-        rf"\caption{{{_tex(' '.join([_title(table) + '.', *table.caption]))}}}",
-        rf"\label{{tab:{table.name}}}",
-        rf"\begin{{tabular}}{{l{'r' * len(table.metrics)}}}",
-        r"\toprule",
-        " & ".join(heads) + r" \\",
-        r"\midrule",
-    ]
+    return heads
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+@dataclass(frozen=True)
+class _Style:
+    """How :func:`table_frame` prints cells for one output format.
+
+    Attributes:
+        mark: footnote marker of a number, e.g. ``" [1]"``.
+        escape: escapes data text (labels, formatted numbers) for the format.
+        bold: wraps the best measured value of a column, or ``None``.
+        header: the header cells, ``"Method"`` first.
+        separator: label of an empty row before the paper-only rows, or ``None``.
+    """
+
+    mark: Callable[[int], str]
+    escape: Callable[[str], str]
+    bold: Callable[[str], str] | None
+    header: Callable[[Table], list[str]]
+    separator: str | None = None
+
+
+def _bracket(i: int) -> str:
+    return f" [{i}]"
+
+
+_STYLES: dict[str, _Style] = {
+    "text": _Style(_bracket, str, None, _header_md),
+    "md": _Style(_bracket, _md, lambda t: f"**{t}**", _header_md, "*paper*"),
+    "latex": _Style(lambda i: rf"\textsuperscript{{{i}}}", _tex, None, _header_tex),
+    "html": _Style(_bracket, str, None, _header_md, "paper"),
+}
+#: Styles of :func:`table_frame`.
+STYLES = tuple(_STYLES)
+
+
+def _layout(table: Table, separator: bool) -> Iterator[Row | None]:
+    """The rows in print order; ``None`` (with ``separator``) before the paper-only rows."""
     in_paper = False
     for row in table.rows:
-        if row.paper_only and not in_paper:
-            out += [r"\midrule", rf"\multicolumn{{{ncol}}}{{l}}{{\textit{{paper}}}} \\"]
-            in_paper = True
-        cells = _cells(table, row, notes, lambda i: rf"\textsuperscript{{{i}}}", _tex, None)
-        out.append(" & ".join([_tex(row.label), *cells]) + r" \\")
-    out += [r"\bottomrule", r"\end{tabular}"]
-    if notes.texts:
-        out.append(r"\par\smallskip\footnotesize")
-        out += [rf"\textsuperscript{{{i}}}{_tex(t)}\\" for i, t in enumerate(notes.texts, 1)]
-    out.append(r"\end{table}")
+        if separator and row.paper_only and not in_paper:
+            yield None
+        in_paper = in_paper or row.paper_only
+        yield row
+
+
+def _display(table: Table, style: str) -> tuple[pd.DataFrame, list[str]]:
+    """The printed cells (index = row labels) and the footnote texts, numbered from 1."""
+    if style not in _STYLES:
+        raise ValueError(f"unknown table style {style!r}; use one of {', '.join(STYLES)}")
+    st, notes = _STYLES[style], _Notes()
+    labels: list[str] = []
+    cells: list[list[str]] = []
+    for row in _layout(table, separator=st.separator is not None):
+        if row is None:
+            labels.append(st.separator or "")
+            cells.append([""] * len(table.metrics))
+        else:
+            labels.append(st.escape(row.label))
+            cells.append(_cells(table, row, notes, st.mark, st.escape, st.bold))
+    heads = st.header(table)
+    index = pd.Index(labels, name=heads[0], dtype=object)
+    return pd.DataFrame(cells, index=index, columns=heads[1:], dtype=object), notes.texts
+
+
+def table_frame(table: Table, style: str = "text") -> pd.DataFrame:
+    """The table's printed cells as a DataFrame.
+
+    Args:
+        table: the table.
+        style: ``"text"`` (plain: ``"13.83 [1]"``, ``"skipped [2]"``, ``"—"``; no separator
+            row), ``"md"`` (best values in ``**bold**``, ``|`` escaped, a ``*paper*`` row
+            before the paper-only rows), ``"latex"`` (escaped, ``\\textsuperscript``
+            markers) or ``"html"`` (plain text, a ``paper`` row before the paper-only rows).
+
+    Returns:
+        One row per table row (index = printed labels, named ``"Method"``), one column per
+        metric (its printed header, e.g. ``"L1 ↓"``); every cell a string. The marker
+        numbers refer to :func:`footnotes`.
+
+    Raises:
+        ValueError: unknown style.
+    """
+    return _display(table, style)[0]
+
+
+def footnotes(table: Table) -> tuple[str, ...]:
+    """The footnote texts of a table, ``[1]`` first (skip reasons, notes, recorded facts)."""
+    return tuple(_display(table, "text")[1])
+
+
+def render_markdown(table: Table) -> str:
+    """The table as GitHub Markdown; the best measured value of each column in bold."""
+    frame, notes = _display(table, "md")
+    body = frame.reset_index().to_markdown(
+        index=False,
+        tablefmt="pipe",
+        disable_numparse=True,  # cells are printed text: keep "0.000" and "2.10 ± 0.40"
+        colalign=("left", *["right"] * len(table.metrics)),
+    )
+    out = [f"**{_title(table)}**", ""]
+    if table.caption:
+        out += [f"{text}  " for text in table.caption] + [""]
+    out.append(body)
+    if notes:
+        out.append("")
+        out += [f"[{i}] {text}  " for i, text in enumerate(notes, 1)]
     return "\n".join(out) + "\n"
 
 
-def _num(x: float | None) -> str:
-    return "" if x is None or math.isnan(x) else repr(x)
+def _latex_paper_separator(tex: str, table: Table) -> str:
+    """Insert ``\\midrule`` and an italic ``paper`` row before the paper-only rows."""
+    first = next((i for i, r in enumerate(_layout(table, True)) if r is None), None)
+    if first is None:
+        return tex
+    lines = tex.split("\n")
+    at = lines.index(r"\midrule") + 1 + first  # one line per row: _tex drops newlines
+    ncol = len(table.metrics) + 1
+    lines[at:at] = [r"\midrule", rf"\multicolumn{{{ncol}}}{{l}}{{\textit{{paper}}}} \\"]
+    return "\n".join(lines)
 
 
-def render_csv(table: Table) -> str:
-    """Tidy long CSV: one line per (source, method, metric), values in our units.
+def render_latex(table: Table) -> str:
+    """The table as a LaTeX ``table`` environment (needs ``booktabs``)."""
+    frame, notes = _display(table, "latex")
+    tex = (
+        Styler(frame.reset_index(), cell_ids=False)
+        .hide(axis="index")
+        .to_latex(
+            column_format="l" + "r" * len(table.metrics),
+            position="t",
+            position_float="centering",
+            hrules=True,
+            label=f"tab:{table.name}",
+            caption=_tex(" ".join([_title(table) + ".", *table.caption])),
+        )
+    )
+    tex = _latex_paper_separator(tex, table)
+    if notes:
+        lines = [rf"\textsuperscript{{{i}}}{_tex(t)}\\" for i, t in enumerate(notes, 1)]
+        end = "\\end{table}\n"
+        tex = tex.removesuffix(end) + "\n".join([r"\par\smallskip\footnotesize", *lines, end])
+    return tex
 
-    Columns ``source,method,label,metric,value,std,n,note``; a skipped metric has an
-    empty value and its reason in ``note``; the paper's rows carry the table number.
+
+#: Cell classes of :func:`render_html`, and the rules shipped with the table.
+_HTML_RULES = [
+    {"selector": "td.best", "props": "font-weight: bold;"},
+    {"selector": "td.paper", "props": "font-style: italic;"},
+    {"selector": "td.number", "props": "text-align: right;"},
+]
+_HTML_BLOCK = Template(
+    '<div class="report-table" id="{{ name }}">\n{{ table }}'
+    '{% for line in caption %}<p class="caption">{{ line }}</p>\n{% endfor %}'
+    '{% if notes %}<ol class="footnotes">\n'
+    "{% for text in notes %}<li>{{ text }}</li>\n{% endfor %}</ol>\n{% endif %}</div>\n",
+    autoescape=True,
+)
+
+
+def _html_classes(table: Table, columns: pd.Index) -> pd.DataFrame:
+    """CSS classes of the cells of ``table_frame(table, "html").reset_index()``: ``method``
+    (labels), ``number``, ``best`` (the column's best measured value), ``paper`` (the
+    paper's rows), ``separator`` (the empty ``paper`` row)."""
+    classes = []
+    for row in _layout(table, separator=True):
+        if row is None:
+            classes.append(["separator"] * len(columns))
+            continue
+        paper = " paper" if row.source == "paper" else ""
+        numbers = [
+            "number" + (" best" if _is_best(table, row, m) else "") + paper for m in table.metrics
+        ]
+        classes.append(["method" + paper, *numbers])
+    return pd.DataFrame(classes, columns=columns, dtype=object)
+
+
+def render_html(table: Table) -> str:
+    """The table as an HTML fragment (no ``<html>``/``<body>``), for a report page.
+
+    A ``<div class="report-table" id="<table name>">`` holding a ``<style>`` element, the
+    ``<table class="results">`` with the title as its ``<caption>``, one
+    ``<p class="caption">`` per caption line and the footnotes as
+    ``<ol class="footnotes">`` (markers ``[1]`` in the cells). Cells carry the classes
+    ``method``, ``number``, ``best`` (bold), ``paper`` and ``separator``. Every text from
+    the run (labels, notes, protocol name) is HTML-escaped.
     """
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    frame, notes = _display(table, "html")
+    body = frame.reset_index()
+    styler = (
+        Styler(body, uuid=table.name, cell_ids=False)
+        .hide(axis="index")
+        .format(escape="html")
+        .format_index(escape="html", axis=1)
+        .set_caption(html.escape(_title(table)))
+        .set_td_classes(_html_classes(table, body.columns))
+        .set_table_styles(_HTML_RULES)
+    )
+    fragment = Markup(styler.to_html(table_attributes='class="results"'))
+    return _HTML_BLOCK.render(name=table.name, table=fragment, caption=table.caption, notes=notes)
+
+
+def long_frame(table: Table) -> pd.DataFrame:
+    """The table's numbers in tidy long form: one row per (source, method, metric).
+
+    Columns ``source,method,label,metric,value,std,n,note`` (:data:`CSV_COLUMNS`); values
+    in reenactbench's units (never scaled), ``value``/``std`` float (NaN for a skipped
+    metric, whose reason is in ``note``), ``n`` nullable integer; the paper's rows carry
+    the table number in ``note`` and their label without ``" (paper)"``.
+    """
     paper_note = f"Oorloff & Yacoob, ICCV 2023, Table {TABLE_NUMBERS[table.kind]}"
+    records = []
     for row in table.rows:
         label = row.label.removesuffix(" (paper)") if row.source == "paper" else row.label
         for metric, e in row.entries.items():
             value, std = (None, None) if e.skipped else (e.value, e.std)
             note = paper_note if row.source == "paper" else e.note
-            n = "" if e.n is None else str(e.n)
-            writer.writerow(
-                [row.source, row.method, label, metric, _num(value), _num(std), n, note]
-            )
-    return buf.getvalue()
+            records.append((row.source, row.method, label, metric, value, std, e.n, note))
+    frame = pd.DataFrame(records, columns=list(CSV_COLUMNS), dtype=object)
+    text = {c: "str" for c in ("source", "method", "label", "metric", "note")}
+    return frame.astype(text | {"value": "float64", "std": "float64", "n": "Int64"})
+
+
+def render_csv(table: Table) -> str:
+    """Tidy long CSV of :func:`long_frame`: one line per (source, method, metric).
+
+    Columns ``source,method,label,metric,value,std,n,note``; a skipped metric has an
+    empty value and its reason in ``note``; the paper's rows carry the table number.
+    """
+    return long_frame(table).to_csv(index=False, lineterminator="\n")
