@@ -117,7 +117,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp / "runs"
     for kind in ("same-id", "robustness"):
         proto = write_protocol(tmp, kind, frames=FRAMES, metrics=["l1", "psnr", "ssim"])
-        opts = RunOptions(data=data, methods=METHODS, out=root / kind, save_frames=True)
+        opts = RunOptions(
+            data=data, methods=METHODS, out=root / kind, save_frames=True,
+            bootstrap=200 if kind == "same-id" else 0,  # intervals in the same-id cells
+        )  # fmt: skip
         run_protocol(load_protocol(proto), opts)
     result = CliRunner().invoke(app, ["report", str(root), "--paper", "--data", str(data)])
     assert result.exit_code == 0, result.output
@@ -195,7 +198,7 @@ def test_report_in_a_browser(runs: Path, browser) -> None:
 
 def check_results_table(driver, run_dir: Path) -> None:
     """Every cell of the page's results table: the Markdown table's cell, and for our
-    rows summary.csv's value in the table's number format."""
+    rows summary.csv's value (and bootstrap interval) in the table's number format."""
     from selenium.webdriver.common.by import By
 
     table = driver.find_element(By.CSS_SELECTOR, "#table table")
@@ -207,12 +210,18 @@ def check_results_table(driver, run_dir: Path) -> None:
     values = summary(run_dir)
     metrics = ["l1", "psnr", "ssim"]  # the protocol's, in the paper's order
     assert [h.split()[0] for h in heads] == ["L1", "PSNR", "SSIM"]
+    intervals = 0
     for method, label in (("static", "Static"), ("oracle", "Oracle")):
         row = next(v for k, v in shown.items() if k.lower() == label.lower())
         for metric, cell in zip(metrics, row, strict=True):
             r = values[method, metric]
             std = float(r["std"]) if kind == "robustness" and r["std"] else None
             assert cell.startswith(format_value(kind, metric, float(r["value"]), std)), cell
+            if r.get("ci_low"):  # the bootstrap interval, as in the Markdown table
+                lo, hi = (format_value(kind, metric, float(r[c])) for c in ("ci_low", "ci_high"))
+                assert f" [{lo}, {hi}]" in cell, cell
+                intervals += 1
+    assert intervals >= (2 if kind == "same-id" else 0)
 
 
 def check_videos(driver, run_dir: Path) -> None:
