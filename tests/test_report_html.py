@@ -290,3 +290,18 @@ def test_unknown_grid_video_is_one_line(runs: Path) -> None:
     )
     assert result.exit_code == 2
     assert "nope" in result.output and "a_000" in result.output
+
+
+def test_the_same_run_gives_the_same_page(tmp_path: Path) -> None:
+    """Reports are reproducible: writing the page again gives the same bytes (no random
+    element ids), grids included."""
+    data = write_folder_dataset(tmp_path / "data", NAMES[:2], n=4, size=32)
+    proto = write_protocol(tmp_path, "same-id", frames=4, metrics=["l1"])
+    opts = RunOptions(data=data, methods=["static"], out=tmp_path / "r", save_frames=True)
+    run_dir = run_protocol(load_protocol(proto), opts)
+    pages = []
+    for _ in range(2):
+        written = write_report(run_dir, ["html"], data_dir=data)
+        pages.append({p.name: p.read_bytes() for p in written})
+    assert any(name.endswith(".webm") for name in pages[0])
+    assert pages[0] == pages[1]

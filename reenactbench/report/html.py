@@ -31,6 +31,7 @@ from typing import Any
 
 import jinja2
 from markupsafe import Markup
+from pandas.io.formats.style import Styler
 
 from reenactbench.files import atomic_write_text
 
@@ -84,8 +85,9 @@ def _per_video_html(per_video: Any) -> Markup | None:
         index=keys, columns="metric", values="value", aggfunc="first", sort=True
     ).reset_index()
     wide.columns = [str(c) for c in wide.columns]
-    styler = (
-        wide.style.hide(axis="index")
+    styler = (  # a fixed uuid and no cell ids: the same run gives the same page
+        Styler(wide, uuid="per_video", cell_ids=False)
+        .hide(axis="index")
         .format(precision=4, na_rep="", escape="html")
         .format_index(escape="html", axis=1)
         .set_table_attributes('class="sortable per-video"')
