@@ -260,17 +260,16 @@ def write_html(
         ``report.html`` followed by the asset files written.
     """
     from reenactbench.metrics import get_metric
-    from reenactbench.report.load import load_run
+    from reenactbench.report.load import read_per_video
     from reenactbench.report.media import run_data_dir
     from reenactbench.report.tables import render_html
 
     run_dir = Path(run_dir)
-    run = load_run(run_dir)
     assets = run_dir / ASSETS
     shutil.rmtree(assets, ignore_errors=True)  # assets of an earlier report
     assets.mkdir(parents=True)
     data_dir = data_dir if data_dir is not None else run_data_dir(run_dir)
-    per_video = run.per_video
+    per_video = read_per_video(run_dir)  # the table is the caller's: not rebuilt here
     label = get_metric(metric).label
     grids, notes = _grids(
         run_dir, _chosen_videos(per_video, videos), methods, data_dir, metric, assets
@@ -282,9 +281,9 @@ def write_html(
         _env()
         .get_template("report.html.j2")
         .render(
-            title=f"{run.info.protocol}: {run_dir.name}",
-            protocol=run.info.protocol,
-            kind=run.info.kind,
+            title=f"{table.protocol}: {run_dir.name}",
+            protocol=table.protocol,
+            kind=table.kind,
             methods=list(methods),
             version=_version(),
             run_name=run_dir.name,

@@ -23,7 +23,7 @@ from reenactbench.report.tables import (
     table_frame,
 )
 
-__all__ = ["RunTables", "load_run"]
+__all__ = ["RunTables", "load_run", "read_per_video"]
 
 #: Columns of summary.csv and per_video.csv that hold text; every other column is numeric.
 _TEXT = {"method", "metric", "info", "note", "video", "source"}
@@ -101,6 +101,12 @@ def _typed(column: pd.Series) -> pd.Series:
         raise ValueError(f"column {column.name}: {e}") from None
 
 
+def read_per_video(run_dir: Path) -> pd.DataFrame:
+    """``per_video.csv`` typed as :attr:`RunTables.per_video` (empty, with its columns,
+    when the run has none)."""
+    return _read_csv(Path(run_dir) / "per_video.csv", PER_VIDEO_COLUMNS)
+
+
 def load_run(run_dir: str | Path, paper: bool = False) -> RunTables:
     """Load the tables of a run directory as DataFrames.
 
@@ -123,7 +129,7 @@ def load_run(run_dir: str | Path, paper: bool = False) -> RunTables:
     return RunTables(
         info=info,
         summary=_read_csv(run_dir / "summary.csv"),
-        per_video=_read_csv(run_dir / "per_video.csv", PER_VIDEO_COLUMNS),
+        per_video=read_per_video(run_dir),
         table=frame,
         long=long_frame(layout),
         footnotes=footnotes(layout),
